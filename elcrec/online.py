@@ -1,0 +1,569 @@
+"""Continual ELCRec: learning from a stream of sequence updates.
+
+:class:`OnlineTrainer` knows nothing of Kafka or RocksDB: it is fed
+:class:`SequenceUpdate` objects (a user's current recent sequence and how many of
+its events are new) and, per call of :meth:`OnlineTrainer.learn_many`:
+
+1. maps external item ids to embedding rows, growing the item table and the
+   optimizer state with it, up to ``vocab_capacity`` rows;
+2. predicts every new event from the events before it (prequential evaluation,
+   test-then-train) and adds HR@k / NDCG@k to a sliding window;
+3. takes one optimizer step with the full ELCRec loss on a mini-batch of the
+   fresh sequences plus a replay sample of recent ones;
+4. checks the loss and gradients are finite, and skips (and counts) the step if
+   not, so a non-finite model is never stepped into or published.
+
+Vocabulary policy when full: the item row seen least recently is recycled for
+the new item (its embedding re-drawn, its optimizer moments zeroed); replayed
+sequences drop items that were evicted. Memory is therefore bounded by
+``vocab_capacity``, ``replay_size`` and the model's ``block_size``, not by the
+length of the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from elcrec.exceptions import ConfigError
+from elcrec.model import ELCRec, ELCRecConfig
+
+logger = logging.getLogger(__name__)
+
+KS = (5, 10, 20)
+# The rank recorded for an event that cannot be recommended (a miss at every k).
+MISS = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Options of the streaming trainer (the model's own are in ELCRecConfig).
+
+    Attributes:
+        fresh_per_step: most fresh sequences in one mini-batch; more fresh
+            updates than this are split over several steps.
+        replay_per_step: replayed recent sequences added to each mini-batch.
+        replay_size: recent user sequences kept for replay (bounded, LRU).
+        vocab_capacity: most item rows; beyond it the least recently seen
+            item's row is recycled.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        grad_clip: gradient norm clip (0 disables it).
+        metrics_window: events in the sliding prequential HR/NDCG window.
+        eval_every: evaluate every n-th new event (1 = all of them).
+        seed: random seed of sampling, augmentation and initialisation.
+    """
+
+    fresh_per_step: int = 256
+    replay_per_step: int = 128
+    replay_size: int = 20_000
+    vocab_capacity: int = 200_000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    metrics_window: int = 5_000
+    eval_every: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        positive = (
+            "fresh_per_step",
+            "replay_size",
+            "vocab_capacity",
+            "metrics_window",
+            "eval_every",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"OnlineConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.replay_per_step < 0:
+            raise ConfigError("OnlineConfig.replay_per_step must be >= 0")
+        if not self.lr > 0:
+            raise ConfigError(f"OnlineConfig.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class SequenceUpdate:
+    """A user's recent items (oldest first) of which the last ``n_new`` are new.
+
+    ``event_ms`` is the event time of the newest event, used for freshness.
+    """
+
+    user: str
+    items: list[str]
+    n_new: int = 1
+    event_ms: int | None = None
+
+
+@dataclass
+class StepReport:
+    """What one call of :meth:`OnlineTrainer.learn_many` did."""
+
+    steps: int = 0
+    skipped: int = 0
+    events: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    new_items: int = 0
+    recycled_items: int = 0
+    assignments: list[int] = field(default_factory=list)
+    hits: list[float] = field(default_factory=list)
+
+
+class SlidingMetrics:
+    """HR@k and NDCG@k over the last ``window`` predictions."""
+
+    def __init__(self, window: int, ks: Sequence[int] = KS):
+        self.ks = tuple(ks)
+        self._ranks: deque[int] = deque(maxlen=window)
+        self.count = 0
+
+    def update(self, ranks: Iterable[int]) -> None:
+        """Add 0-based ranks of the true item (a large rank for a miss)."""
+        for r in ranks:
+            self._ranks.append(int(r))
+            self.count += 1
+
+    def get(self) -> dict[str, float]:
+        if not self._ranks:
+            return {f"{m}@{k}": 0.0 for k in self.ks for m in ("hr", "ndcg")}
+        ranks = np.fromiter(self._ranks, dtype=np.int64)
+        out = {}
+        for k in self.ks:
+            hit = ranks < k
+            out[f"hr@{k}"] = float(hit.mean())
+            out[f"ndcg@{k}"] = float((hit / np.log2(ranks.clip(max=k) + 2)).mean())
+        return out
+
+    def state(self) -> dict:
+        return {"ranks": list(self._ranks), "count": self.count}
+
+    def load_state(self, state: dict) -> None:
+        self._ranks.clear()
+        self._ranks.extend(state["ranks"])
+        self.count = state["count"]
+
+
+class Vocabulary:
+    """External item id <-> embedding row (1-based), bounded, LRU recycling."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.rows: dict[str, int] = {}
+        self.ids: list[str] = []  # ids[row - 1]
+        self.last_seen: list[int] = []  # per row - 1, the step it was last seen
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, item: str) -> int:
+        """The row of ``item``, or 0 (padding) if it is unknown."""
+        return self.rows.get(item, 0)
+
+    def add(self, items: Iterable[str], step: int) -> tuple[list[int], list[int]]:
+        """Give every unknown item a row and mark every item seen at ``step``.
+
+        Returns:
+            ``(new_rows, recycled_rows)``: rows appended, and existing rows
+            handed to a new item (their previous item is forgotten).
+
+        Raises:
+            ConfigError: one call holds more distinct items than the capacity.
+        """
+        items = list(dict.fromkeys(items))
+        unknown = []
+        for item in items:
+            row = self.rows.get(item)
+            if row is None:
+                unknown.append(item)
+            else:
+                self.last_seen[row - 1] = step
+
+        n_free = self.capacity - len(self.ids)
+        fresh, spill = unknown[:n_free], unknown[n_free:]
+        new_rows = []
+        for item in fresh:
+            self.ids.append(item)
+            self.last_seen.append(step)
+            self.rows[item] = len(self.ids)
+            new_rows.append(len(self.ids))
+
+        recycled: list[int] = []
+        if spill:
+            protected = {self.rows[i] for i in items if i in self.rows}
+            order = np.argsort(np.asarray(self.last_seen), kind="stable") + 1
+            recycled = [int(r) for r in order if int(r) not in protected][: len(spill)]
+            if len(recycled) < len(spill):
+                raise ConfigError(
+                    f"one batch holds more distinct items than vocab_capacity="
+                    f"{self.capacity}; raise vocab_capacity"
+                )
+            for item, row in zip(spill, recycled, strict=True):
+                del self.rows[self.ids[row - 1]]
+                self.ids[row - 1] = item
+                self.rows[item] = row
+                self.last_seen[row - 1] = step
+        return new_rows, recycled
+
+    def state(self) -> dict:
+        return {"ids": list(self.ids), "last_seen": list(self.last_seen)}
+
+    def load_state(self, state: dict) -> None:
+        self.ids = list(state["ids"])
+        self.last_seen = list(state["last_seen"])
+        self.rows = {item: i + 1 for i, item in enumerate(self.ids)}
+
+
+class OnlineTrainer:
+    """Test-then-train learner of ELCRec over a stream of sequence updates.
+
+    Args:
+        model_config: the model's hyperparameters; ``n_items`` is ignored (the
+            item table grows with the stream).
+        config: the streaming options.
+        device: where the model lives ("cpu" or "cuda").
+
+    Example:
+        >>> from elcrec.model import ELCRecConfig
+        >>> trainer = OnlineTrainer(
+        ...     ELCRecConfig(n_layer=1, n_intents=4, block_size=8),
+        ...     OnlineConfig(replay_per_step=0),
+        ... )
+        >>> report = trainer.learn_many([SequenceUpdate("u1", ["a", "b", "c"], n_new=3)])
+        >>> report.steps, report.events, len(trainer.vocab)
+        (1, 3, 3)
+    """
+
+    def __init__(
+        self,
+        model_config: ELCRecConfig,
+        config: OnlineConfig | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        self.config = config or OnlineConfig()
+        self.device = torch.device(device)
+        torch.manual_seed(self.config.seed)
+        self.model = ELCRec(replace(model_config, n_items=1)).to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.vocab = Vocabulary(self.config.vocab_capacity)
+        self.replay: OrderedDict[str, list[str]] = OrderedDict()
+        self.metrics = SlidingMetrics(self.config.metrics_window)
+        self.step = 0
+        self.events_seen = 0
+        self.skipped_steps = 0
+        self.last_losses: dict[str, float] = {}
+        self._rng = random.Random(self.config.seed)
+        self._gen = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        self._eval_counter = 0
+
+    @property
+    def block_size(self) -> int:
+        return self.model.config.block_size
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            self.model.parameters(),
+            lr=self.config.lr,
+            betas=(0.9, 0.999),
+            weight_decay=self.config.weight_decay,
+        )
+
+    # --- learning ------------------------------------------------------------
+
+    def learn_many(self, updates: Iterable[SequenceUpdate]) -> StepReport:
+        """Predict, then learn from, a batch of sequence updates.
+
+        Updates beyond ``fresh_per_step`` are learned in further steps. Updates of
+        one user in one call are merged (the last one wins, new events add up).
+        """
+        merged: OrderedDict[str, SequenceUpdate] = OrderedDict()
+        for u in updates:
+            if not u.items:
+                continue
+            prev = merged.pop(u.user, None)
+            if prev is not None:
+                u = replace(u, n_new=min(len(u.items), prev.n_new + u.n_new))
+            merged[u.user] = u
+
+        report = StepReport()
+        batch = list(merged.values())
+        size = self.config.fresh_per_step
+        for start in range(0, len(batch), size):
+            self._learn_chunk(batch[start : start + size], report)
+        return report
+
+    def _learn_chunk(self, updates: list[SequenceUpdate], report: StepReport) -> None:
+        T = self.block_size
+        items = [i for u in updates for i in u.items[-(T + 1) :]]
+        self._register_items(items, report)
+
+        # Rows of each update's recent items, oldest first.
+        rows = [[self.vocab.lookup(i) for i in u.items[-(T + 1) :]] for u in updates]
+        n_new = [min(u.n_new, len(r)) for u, r in zip(updates, rows, strict=True)]
+
+        # -- test: predict each new event from the events before it
+        ranks = self._prequential(rows, n_new)
+        self.metrics.update(ranks)
+        report.hits.extend(float(r < 20) for r in ranks)
+        report.events += sum(n_new)
+        self.events_seen += sum(n_new)
+
+        # -- train: fresh sequences plus a replay sample of recent ones
+        fresh_users = {u.user for u in updates}
+        replayed = self._replay_sample(fresh_users)
+        train_rows = [r for r in rows if len(r) >= 2] + replayed
+        if train_rows:
+            self._train_step(train_rows, report)
+
+        # -- remember these sequences for replay, most recent last
+        for u in updates:
+            self.replay[u.user] = list(u.items[-(T + 1) :])
+            self.replay.move_to_end(u.user)
+        while len(self.replay) > self.config.replay_size:
+            self.replay.popitem(last=False)
+
+        # -- the users' current intents (for drift monitoring)
+        inputs = self._pad([r[-T:] for r in rows])
+        self.model.eval()
+        k, _ = self.model.assign(inputs)
+        report.assignments.extend(k.tolist())
+
+    def _register_items(self, items: list[str], report: StepReport) -> None:
+        new_rows, recycled = self.vocab.add(items, self.step)
+        if len(self.vocab) > self.model.n_items:
+            self._grow(len(self.vocab))
+        if recycled:
+            self._reset_rows(recycled)
+            logger.debug("Recycled item rows count=%d", len(recycled))
+        report.new_items += len(new_rows)
+        report.recycled_items += len(recycled)
+
+    def _train_step(self, train_rows: list[list[int]], report: StepReport) -> None:
+        # Inputs s[:-1] predict targets s[1:]; both left-padded to T.
+        inputs = self._pad([r[:-1] for r in train_rows])  # (B, T)
+        targets = self._pad([r[1:] for r in train_rows])  # (B, T)
+        self.model.train()
+        losses = self.model.losses(inputs, targets, generator=self._gen)
+        total = losses["total"]
+        if not torch.isfinite(total):
+            self._skip(f"loss is {total.item()}")
+            report.skipped += 1
+            return
+
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._skip(f"gradient norm is {grad_norm.item()}")
+            report.skipped += 1
+            return
+
+        self.optimizer.step()
+        self.model.renormalize_centers()
+        self.step += 1
+        report.steps += 1
+        self.last_losses = {k: float(v.detach()) for k, v in losses.items()}
+        report.losses = dict(self.last_losses)
+
+    def _skip(self, why: str) -> None:
+        self.skipped_steps += 1
+        logger.warning(
+            "Skipped a training step, the model is unchanged reason=%s skipped=%d",
+            why,
+            self.skipped_steps,
+        )
+
+    @torch.no_grad()
+    def _prequential(self, rows: list[list[int]], n_new: list[int]) -> list[int]:
+        """0-based rank of each new event's item among all items, seen excluded."""
+        T = self.block_size
+        prefixes, targets = [], []
+        for r, n in zip(rows, n_new, strict=True):
+            for j in range(max(1, len(r) - n), len(r)):
+                self._eval_counter += 1
+                if self._eval_counter % self.config.eval_every:
+                    continue
+                prefixes.append(r[max(0, j - T) : j])
+                targets.append(r[j])
+        if not prefixes:
+            return []
+
+        self.model.eval()
+        n_known = len(self.vocab)
+        ranks: list[int] = []
+        for start in range(0, len(prefixes), 64):
+            seqs = self._pad(prefixes[start : start + 64])  # (b, T)
+            tgt = torch.tensor(targets[start : start + 64], device=self.device)
+            scores = self.model.score_last(seqs)  # (b, N + 1)
+            scores[:, n_known + 1 :] = float("-inf")  # rows not (yet) in use
+            target_score = scores.gather(1, tgt[:, None])  # (b, 1)
+            scores.scatter_(1, seqs, float("-inf"))  # seen items (and padding)
+            rank = (scores > target_score).sum(dim=1)
+            # A seen target cannot be recommended: a miss.
+            seen = (seqs == tgt[:, None]).any(dim=1)
+            rank = torch.where(seen, torch.full_like(rank, MISS), rank)
+            ranks.extend(rank.tolist())
+        return ranks
+
+    def _replay_sample(self, exclude: set[str]) -> list[list[int]]:
+        n = min(self.config.replay_per_step, len(self.replay))
+        if n == 0:
+            return []
+        users = self._rng.sample(list(self.replay), n)  # TODO: O(replay_size) per step
+        out = []
+        for user in users:
+            if user in exclude:
+                continue
+            rows = [r for r in (self.vocab.lookup(i) for i in self.replay[user]) if r]
+            if len(rows) >= 2:
+                out.append(rows)
+        return out
+
+    def _pad(self, seqs: list[list[int]]) -> torch.Tensor:
+        """Left-pad (and cut) row lists to (B, T) on the device."""
+        T = self.block_size
+        out = torch.zeros(len(seqs), T, dtype=torch.long)
+        for b, s in enumerate(seqs):
+            s = s[-T:]
+            if s:
+                out[b, T - len(s) :] = torch.tensor(s, dtype=torch.long)
+        return out.to(self.device)
+
+    # --- the growing item table ----------------------------------------------
+
+    @torch.no_grad()
+    def _grow(self, n_items: int) -> None:
+        old_param = self.model.tok_emb.weight
+        old_n = self.model.n_items
+        self.model.grow_items(n_items)
+        new_param = self.model.tok_emb.weight
+        for group in self.optimizer.param_groups:
+            group["params"] = [
+                new_param if p is old_param else p for p in group["params"]
+            ]
+        state = self.optimizer.state.pop(old_param, None)
+        if state:
+            for key in ("exp_avg", "exp_avg_sq"):
+                old = state[key]
+                grown = torch.zeros_like(new_param)
+                grown[: old_n + 1] = old[: old_n + 1]
+                grown[n_items + 1] = old[old_n + 1]  # the spare id moved
+                state[key] = grown
+            self.optimizer.state[new_param] = state
+
+    @torch.no_grad()
+    def _reset_rows(self, rows: list[int]) -> None:
+        idx = torch.tensor(rows, device=self.device)
+        weight = self.model.tok_emb.weight
+        weight[idx] = (
+            torch.randn(
+                len(rows), weight.shape[1], device=self.device, generator=self._gen
+            )
+            * self.model.config.init_std
+        )
+        state = self.optimizer.state.get(weight)
+        if state:
+            state["exp_avg"][idx] = 0.0
+            state["exp_avg_sq"][idx] = 0.0
+
+    # --- state -----------------------------------------------------------------
+
+    def live_metrics(self) -> dict[str, float]:
+        """Prequential HR@k / NDCG@k over the sliding window."""
+        return self.metrics.get()
+
+    def parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def published_state(self) -> tuple[dict, list[str], dict]:
+        """``(state_dict, vocab, config)`` as :func:`elcrec.publish.publish_model` takes."""
+        return (
+            self.model.state_dict(),
+            list(self.vocab.ids),
+            self.model.config.to_dict(),
+        )
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume exactly (plain types and tensors only)."""
+        return {
+            "model_config": self.model.config.to_dict(),
+            "online_config": asdict(self.config),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "vocab": self.vocab.state(),
+            "replay": [[u, items] for u, items in self.replay.items()],
+            "metrics": self.metrics.state(),
+            "step": self.step,
+            "events_seen": self.events_seen,
+            "skipped_steps": self.skipped_steps,
+            "eval_counter": self._eval_counter,
+            "python_rng": _rng_to_plain(self._rng.getstate()),
+            "torch_rng": self._gen.get_state(),
+            "cpu_rng": torch.get_rng_state(),
+        }
+
+    @classmethod
+    def from_state_dict(
+        cls, state: dict, device: str | torch.device = "cpu"
+    ) -> OnlineTrainer:
+        model_config = ELCRecConfig.from_dict(state["model_config"])
+        trainer = cls(model_config, OnlineConfig(**state["online_config"]), device)
+        trainer.model = ELCRec(model_config).to(trainer.device)
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer = trainer._make_optimizer()
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.vocab.load_state(state["vocab"])
+        trainer.replay = OrderedDict((u, list(items)) for u, items in state["replay"])
+        trainer.metrics.load_state(state["metrics"])
+        trainer.step = state["step"]
+        trainer.events_seen = state["events_seen"]
+        trainer.skipped_steps = state["skipped_steps"]
+        trainer._eval_counter = state["eval_counter"]
+        trainer._rng.setstate(_rng_from_plain(state["python_rng"]))
+        trainer._gen.set_state(state["torch_rng"])
+        torch.set_rng_state(state["cpu_rng"])
+        return trainer
+
+    def save_checkpoint(self, path: str | Path, extra: dict | None = None) -> None:
+        """Write the trainer state (and ``extra``, plain types) atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        t0 = time.monotonic()
+        torch.save({"trainer": self.state_dict(), "extra": extra or {}}, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        logger.debug(
+            "Saved checkpoint path=%s seconds=%.2f", path, time.monotonic() - t0
+        )
+
+    @classmethod
+    def load_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu"
+    ) -> tuple[OnlineTrainer, dict]:
+        """Resume from :meth:`save_checkpoint`; returns ``(trainer, extra)``."""
+        blob = torch.load(Path(path), map_location=device, weights_only=True)
+        return cls.from_state_dict(blob["trainer"], device), blob["extra"]
+
+
+def _rng_to_plain(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_from_plain(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
