@@ -478,6 +478,22 @@ class OnlineTrainer:
             state["exp_avg"][idx] = 0.0
             state["exp_avg_sq"][idx] = 0.0
 
+    def warm_start(self, state_dict: dict, vocab: list[str], config: dict) -> None:
+        """Start from a published model: its weights, vocabulary and shape.
+
+        The optimizer starts afresh; the streaming options stay as configured.
+        """
+        model_config = ELCRecConfig.from_dict(config)
+        self.model = ELCRec(model_config).to(self.device)
+        self.model.load_state_dict(state_dict)
+        self.optimizer = self._make_optimizer()
+        self.vocab.load_state({"ids": list(vocab), "last_seen": [0] * len(vocab)})
+        if len(self.vocab) > self.config.vocab_capacity:
+            raise ConfigError(
+                f"the warm-start model has {len(vocab)} items, more than "
+                f"vocab_capacity={self.config.vocab_capacity}"
+            )
+
     # --- state -----------------------------------------------------------------
 
     def live_metrics(self) -> dict[str, float]:

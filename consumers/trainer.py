@@ -1,0 +1,670 @@
+"""The trainer process: learns from ``elcrec.sequences`` and publishes models.
+
+Two layers:
+
+- :class:`TrainerLoop` has no Kafka: it takes sequence updates with their source
+  position, drops what it has already learned (per partition offset, per user
+  version), feeds the rest to :class:`~elcrec.online.OnlineTrainer`, and
+  checkpoints and publishes on its schedule. The embedded mode of ``elcrec run``
+  drives it directly.
+- :class:`TrainerApp` adds Kafka: a poll thread reads ``elcrec.sequences`` into a
+  bounded queue (pausing the partitions when it is full, so polling never stops
+  and a slow step never gets the trainer thrown out of its group), the main
+  thread trains, and model publications are announced on ``elcrec.models``.
+
+Guarantee: the checkpoint holds the model, optimizer, vocabulary, replay sample
+and the next offset per partition of what it learned, written atomically. On a
+restart the trainer seeks to those offsets, so every record is learned exactly
+once in the model's history (records learned after the last checkpoint are
+learned again, by a model that had not seen them). Offsets committed to Kafka
+trail the checkpoint and serve monitoring only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from elcrec.exceptions import ElcrecError
+from elcrec.stream.events import SequenceUpdate as SequenceRecord
+from elcrec.stream.topics import DRIFT_TOPIC, MODELS_TOPIC, SEQUENCES_TOPIC
+
+logger = logging.getLogger(__name__)
+
+
+class TrainerError(ElcrecError):
+    """The trainer cannot go on (Kafka unreachable, checkpoint unreadable...)."""
+
+
+class TrainerSettings(BaseSettings):
+    """Settings of the trainer process (environment prefix ``ELCREC_TRAINER_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ELCREC_TRAINER_", frozen=True, extra="forbid", populate_by_name=True
+    )
+
+    # -- Kafka ----------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            "bootstrap_servers",
+            "ELCREC_TRAINER_BOOTSTRAP_SERVERS",
+            "ELCREC_BOOTSTRAP_SERVERS",
+            "KAFKA_BOOTSTRAP_SERVERS",
+        ),
+        description="Kafka bootstrap address(es), comma separated",
+    )
+    group_id: str = Field("elcrec-trainer", min_length=1)
+    client_id: str = "elcrec-trainer"
+    sequences_topic: str = Field(SEQUENCES_TOPIC, min_length=1)
+    models_topic: str = Field(MODELS_TOPIC, min_length=1)
+    drift_topic: str = Field(DRIFT_TOPIC, min_length=1)
+    session_timeout_ms: int = Field(45_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    queue_records: int = Field(
+        20_000, ge=1, description="records buffered between polling and training"
+    )
+
+    # -- files ----------------------------------------------------------------
+    work_dir: Path = Field(
+        Path("elcrec-work/trainer"),
+        description="holds models/ and checkpoint.pt",
+    )
+    warm_start: Path | None = Field(
+        None, description="a published model directory to start from"
+    )
+
+    # -- model ----------------------------------------------------------------
+    preset: str | None = Field(None, description="beauty, sports, toys or yelp")
+    n_layer: int | None = Field(1, ge=1, le=12)
+    n_intents: int | None = Field(64, ge=1, le=4096)
+    block_size: int | None = Field(50, ge=2, le=1000)
+    dropout: float | None = Field(0.2, ge=0, lt=1)
+    clu_weight: float | None = Field(1.0, ge=0)
+    device: str = "cpu"
+    seed: int = 0
+
+    # -- learning -------------------------------------------------------------
+    fresh_per_step: int = Field(256, ge=1)
+    replay_per_step: int = Field(128, ge=0)
+    replay_size: int = Field(20_000, ge=1)
+    vocab_capacity: int = Field(200_000, ge=2)
+    user_capacity: int = Field(
+        1_000_000, ge=1, description="users whose last learned version is kept"
+    )
+    lr: float = Field(2e-3, gt=0)
+    metrics_window: int = Field(5_000, ge=1)
+    max_wait_ms: int = Field(
+        200, ge=1, description="longest wait for a full mini-batch before a step"
+    )
+
+    # -- schedules ------------------------------------------------------------
+    publish_every_steps: int = Field(200, ge=1)
+    publish_every_s: float = Field(60.0, gt=0)
+    keep_versions: int = Field(5, ge=1)
+    checkpoint_every_steps: int = Field(100, ge=1)
+    checkpoint_every_s: float = Field(30.0, gt=0)
+
+    # -- metrics --------------------------------------------------------------
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.work_dir / "models"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.work_dir / "checkpoint.pt"
+
+
+def load_trainer_settings(**overrides) -> TrainerSettings:
+    from elcrec.settings import load_settings
+
+    return load_settings(TrainerSettings, "trainer", **overrides)
+
+
+class TrainerMetrics:
+    """Prometheus metrics of the trainer (prefix ``elcrec_``), own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = r = registry or CollectorRegistry()
+        self.updates = Counter(
+            "elcrec_trainer_updates",
+            "sequence updates received, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.events = Counter(
+            "elcrec_trainer_events_learned", "new events learned from", registry=r
+        )
+        self.steps = Counter(
+            "elcrec_trainer_steps", "optimizer steps taken", registry=r
+        )
+        self.skipped = Counter(
+            "elcrec_trainer_skipped_steps",
+            "steps skipped for a non-finite loss or gradient",
+            registry=r,
+        )
+        self.step_seconds = Histogram(
+            "elcrec_trainer_step_seconds",
+            "time of one predict-and-learn mini-batch",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.freshness = Histogram(
+            "elcrec_trainer_event_to_step_seconds",
+            "from an update being durable in the state store to the step using it",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.loss = Gauge(
+            "elcrec_trainer_loss", "last step's loss, by term", ["term"], registry=r
+        )
+        self.live = Gauge(
+            "elcrec_live_quality_ratio",
+            "prequential metric over the sliding window (hr@k, ndcg@k)",
+            ["metric"],
+            registry=r,
+        )
+        self.vocab = Gauge(
+            "elcrec_trainer_vocab_items", "items with an embedding row", registry=r
+        )
+        self.model_version = Gauge(
+            "elcrec_model_version",
+            "number of the last published model version",
+            registry=r,
+        )
+        self.publishes = Counter(
+            "elcrec_model_publishes", "models published", registry=r
+        )
+        self.queue = Gauge(
+            "elcrec_trainer_queue_records",
+            "records waiting between poll and train",
+            registry=r,
+        )
+
+    def serve(self, port: int, host: str = "127.0.0.1"):
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        logger.info("Serving trainer metrics host=%s port=%d", host, server.server_port)
+        return server
+
+
+@dataclass
+class Incoming:
+    """One record of ``elcrec.sequences`` with where it came from."""
+
+    partition: int
+    offset: int
+    record: SequenceRecord
+    received_at: float = field(default_factory=time.time)
+
+
+class TrainerLoop:
+    """Deduplicate, learn, checkpoint and publish; no Kafka.
+
+    Args:
+        settings: validated trainer settings.
+        on_publish: called with each new :class:`~elcrec.publish.ModelManifest`
+            (the Kafka app announces it on ``elcrec.models``).
+        metrics: where to report; a fresh registry when None.
+    """
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        on_publish: Callable | None = None,
+        metrics: TrainerMetrics | None = None,
+    ):
+        from elcrec.online import OnlineTrainer
+
+        self.settings = settings
+        self.metrics = metrics or TrainerMetrics()
+        self.on_publish = on_publish
+        self.offsets: dict[int, int] = {}  # partition -> next offset to learn
+        self.user_versions: OrderedDict[str, int] = OrderedDict()
+        self.versions_published = 0
+        self.last_version: str | None = None
+
+        path = settings.checkpoint_path
+        if path.exists():
+            try:
+                self.trainer, extra = OnlineTrainer.load_checkpoint(
+                    path, settings.device
+                )
+            except Exception as exc:
+                raise TrainerError(
+                    f"cannot read the trainer checkpoint {path}: {exc}; move it away "
+                    "to start from scratch"
+                ) from exc
+            self.offsets = {int(p): int(o) for p, o in extra.get("offsets", {}).items()}
+            self.user_versions = OrderedDict(extra.get("user_versions", []))
+            logger.info(
+                "Resumed from checkpoint path=%s step=%d events=%d offsets=%s",
+                path,
+                self.trainer.step,
+                self.trainer.events_seen,
+                self.offsets,
+            )
+        else:
+            self.trainer = self._new_trainer()
+        self._last_publish_step = self.trainer.step
+        self._last_publish_t = time.monotonic()
+        self._last_ckpt_step = self.trainer.step
+        self._last_ckpt_t = time.monotonic()
+
+    def _new_trainer(self):
+        from elcrec.model import ELCRecConfig
+        from elcrec.online import OnlineConfig, OnlineTrainer
+        from elcrec.publish import read_model
+
+        s = self.settings
+        overrides = {
+            k: getattr(s, k)
+            for k in ("n_layer", "n_intents", "block_size", "clu_weight")
+            if getattr(s, k) is not None
+        }
+        if s.dropout is not None:
+            overrides.update(dropout=s.dropout, attn_dropout=s.dropout)
+        model_config = (
+            ELCRecConfig.preset(s.preset, **overrides)
+            if s.preset
+            else ELCRecConfig(**overrides)
+        )
+        online = OnlineConfig(
+            fresh_per_step=s.fresh_per_step,
+            replay_per_step=s.replay_per_step,
+            replay_size=s.replay_size,
+            vocab_capacity=s.vocab_capacity,
+            lr=s.lr,
+            metrics_window=s.metrics_window,
+            seed=s.seed,
+        )
+        trainer = OnlineTrainer(model_config, online, s.device)
+        if s.warm_start is not None:
+            manifest, state_dict, vocab, config = read_model(s.warm_start)
+            trainer.warm_start(state_dict, vocab, config)
+            logger.info(
+                "Warm start from model path=%s version=%s items=%d",
+                s.warm_start,
+                manifest.version,
+                len(vocab),
+            )
+        return trainer
+
+    # -- learning ---------------------------------------------------------------
+
+    def handle(self, batch: Iterable[Incoming]) -> int:
+        """Learn from a batch of records; returns how many were learned."""
+        from elcrec.online import SequenceUpdate
+
+        t0 = time.monotonic()
+        updates, oldest = [], None
+        for inc in batch:
+            if inc.offset < self.offsets.get(inc.partition, 0):
+                self.metrics.updates.labels("replayed").inc()
+                continue
+            self.offsets[inc.partition] = inc.offset + 1
+            rec = inc.record
+            seen = self.user_versions.get(rec.user_id, 0)
+            if rec.version <= seen:
+                self.metrics.updates.labels("stale").inc()
+                continue
+            self.user_versions[rec.user_id] = rec.version
+            self.user_versions.move_to_end(rec.user_id)
+            n_new = min(rec.version - seen, len(rec.items))
+            updates.append(SequenceUpdate(rec.user_id, rec.items, n_new, rec.ts[-1]))
+            self.metrics.updates.labels("learned").inc()
+            oldest = rec.updated_at if oldest is None else min(oldest, rec.updated_at)
+        while len(self.user_versions) > self.settings.user_capacity:
+            self.user_versions.popitem(last=False)
+        if not updates:
+            return 0
+
+        report = self.trainer.learn_many(updates)
+        self._report(report, time.monotonic() - t0, oldest)
+        self.maybe_checkpoint()
+        self.maybe_publish()
+        return len(updates)
+
+    def _report(self, report, seconds: float, oldest_ms: int | None) -> None:
+        m = self.metrics
+        m.events.inc(report.events)
+        m.steps.inc(report.steps)
+        m.skipped.inc(report.skipped)
+        m.step_seconds.observe(seconds)
+        if oldest_ms is not None:
+            m.freshness.observe(max(0.0, time.time() - oldest_ms / 1000.0))
+        for term, value in report.losses.items():
+            m.loss.labels(term).set(value)
+        for name, value in self.trainer.live_metrics().items():
+            m.live.labels(name).set(value)
+        m.vocab.set(len(self.trainer.vocab))
+
+    # -- checkpoints and publishing ------------------------------------------------
+
+    def maybe_checkpoint(self, force: bool = False) -> bool:
+        s = self.settings
+        due = (
+            self.trainer.step - self._last_ckpt_step >= s.checkpoint_every_steps
+            or time.monotonic() - self._last_ckpt_t >= s.checkpoint_every_s
+        )
+        if (
+            not (force or due)
+            or self.trainer.step == self._last_ckpt_step
+            and not force
+        ):
+            return False
+        self.checkpoint()
+        return True
+
+    def checkpoint(self) -> None:
+        extra = {
+            "offsets": {str(p): o for p, o in self.offsets.items()},
+            "user_versions": [[u, v] for u, v in self.user_versions.items()],
+        }
+        self.trainer.save_checkpoint(self.settings.checkpoint_path, extra)
+        self._last_ckpt_step = self.trainer.step
+        self._last_ckpt_t = time.monotonic()
+        logger.debug(
+            "Checkpoint written step=%d offsets=%s", self.trainer.step, self.offsets
+        )
+
+    def maybe_publish(self, force: bool = False):
+        s = self.settings
+        if self.trainer.step == 0 or self.trainer.step == self._last_publish_step:
+            return None
+        due = (
+            self.trainer.step - self._last_publish_step >= s.publish_every_steps
+            or time.monotonic() - self._last_publish_t >= s.publish_every_s
+        )
+        if not (force or due):
+            return None
+        return self.publish()
+
+    def publish(self):
+        """Publish the current model (checkpointing first); None if it is not finite."""
+        from elcrec.publish import publish_model, version_number
+
+        if not self.trainer.parameters_finite():
+            logger.error(
+                "Not publishing: the model has non-finite parameters step=%d",
+                self.trainer.step,
+            )
+            return None
+        # The checkpoint is never behind a published version, so a restart
+        # continues from at least what downstream already has.
+        self.checkpoint()
+        state_dict, vocab, config = self.trainer.published_state()
+        manifest = publish_model(
+            self.settings.models_dir,
+            state_dict,
+            vocab,
+            config,
+            steps=self.trainer.step,
+            events_seen=self.trainer.events_seen,
+            live_metrics=self.trainer.live_metrics(),
+            source_offsets={str(p): o for p, o in self.offsets.items()},
+            keep=self.settings.keep_versions,
+        )
+        self._last_publish_step = self.trainer.step
+        self._last_publish_t = time.monotonic()
+        self.versions_published += 1
+        self.last_version = manifest.version
+        self.metrics.publishes.inc()
+        self.metrics.model_version.set(version_number(manifest.version))
+        if self.on_publish is not None:
+            self.on_publish(manifest)
+        return manifest
+
+    def close(self) -> None:
+        """Publish what is new, and checkpoint."""
+        self.maybe_publish(force=True)
+        self.checkpoint()
+
+    def summary(self) -> dict:
+        live = self.trainer.live_metrics()
+        return {
+            "events": self.trainer.events_seen,
+            "steps": self.trainer.step,
+            "skipped_steps": self.trainer.skipped_steps,
+            "items": len(self.trainer.vocab),
+            "versions_published": self.versions_published,
+            "last_version": self.last_version,
+            "live_hr@20": round(live["hr@20"], 4),
+            "live_ndcg@20": round(live["ndcg@20"], 4),
+        }
+
+
+class _Listener:
+    """Seeks newly assigned partitions to what the trainer has learned."""
+
+    def __init__(self, app: TrainerApp):
+        self.app = app
+
+    def on_partitions_revoked(self, revoked):
+        logger.info(
+            "Partitions revoked partitions=%s", sorted(tp.partition for tp in revoked)
+        )
+
+    def on_partitions_assigned(self, assigned):
+        consumer = self.app._consumer
+        for tp in assigned:
+            offset = self.app.learned_offsets.get(tp.partition)
+            if offset is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+        logger.info(
+            "Partitions assigned partitions=%s from_offsets=%s",
+            sorted(tp.partition for tp in assigned),
+            {
+                tp.partition: self.app.learned_offsets.get(tp.partition)
+                for tp in assigned
+            },
+        )
+
+
+class TrainerApp:
+    """The trainer process: poll thread + training loop + model announcements."""
+
+    def __init__(self, settings: TrainerSettings):
+        self.settings = settings
+        self.metrics = TrainerMetrics()
+        self.loop = TrainerLoop(
+            settings, on_publish=self._announce, metrics=self.metrics
+        )
+        self.learned_offsets = dict(self.loop.offsets)  # read by the poll thread
+        self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=settings.queue_records)
+        self._stop = threading.Event()
+        self._poll_error: Exception | None = None
+        self._consumer = None
+        self._producer = None
+        self.bad_records = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum, _frame):
+            logger.info("Stopping on signal signal=%s", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka.errors import KafkaError
+
+        s = self.settings
+        server = (
+            self.metrics.serve(s.metrics_port, s.metrics_host)
+            if s.metrics_port is not None
+            else None
+        )
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=s.bootstrap_servers,
+                client_id=f"{s.client_id}-producer",
+            )
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=s.bootstrap_servers,
+                group_id=s.group_id,
+                client_id=s.client_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=s.session_timeout_ms,
+                heartbeat_interval_ms=s.heartbeat_interval_ms,
+            )
+        except KafkaError as exc:
+            raise TrainerError(
+                f"cannot reach Kafka at {s.bootstrap_servers} (option bootstrap_servers): {exc}"
+            ) from exc
+        self._consumer.subscribe([s.sequences_topic], listener=_Listener(self))
+        poller = threading.Thread(
+            target=self._poll_loop, name="trainer-poll", daemon=True
+        )
+        poller.start()
+        logger.info(
+            "Trainer started topic=%s group=%s work_dir=%s",
+            s.sequences_topic,
+            s.group_id,
+            s.work_dir,
+        )
+        try:
+            while not self._stop.is_set():
+                if self._poll_error is not None:
+                    raise TrainerError(
+                        f"polling failed: {self._poll_error}"
+                    ) from self._poll_error
+                batch = self._next_batch()
+                if batch:
+                    self.loop.handle(batch)
+                    self.learned_offsets = dict(self.loop.offsets)
+                else:
+                    self.loop.maybe_publish()
+        finally:
+            self._stop.set()
+            poller.join(timeout=10)
+            self.loop.close()
+            self.learned_offsets = dict(self.loop.offsets)
+            self._commit()
+            self._consumer.close(autocommit=False)
+            self._producer.close(timeout=5)
+            if server is not None:
+                server.shutdown()
+            logger.info("Trainer stopped summary=%s", json.dumps(self.loop.summary()))
+
+    def _next_batch(self) -> list[Incoming]:
+        """Up to ``fresh_per_step`` distinct users, waiting at most ``max_wait_ms``."""
+        s = self.settings
+        deadline = time.monotonic() + s.max_wait_ms / 1000.0
+        batch: list[Incoming] = []
+        users: set[str] = set()
+        while len(users) < s.fresh_per_step:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                inc = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                break
+            batch.append(inc)
+            users.add(inc.record.user_id)
+        self.metrics.queue.set(self._queue.qsize())
+        return batch
+
+    # -- the poll thread ---------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        from pydantic import ValidationError
+
+        consumer = self._consumer
+        pending: list[Incoming] = []
+        paused = False
+        last_commit = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                records = consumer.poll(timeout_ms=100, max_records=2000)
+                for tp, batch in records.items():
+                    for r in batch:
+                        try:
+                            rec = SequenceRecord.model_validate_json(r.value)
+                        except ValidationError as exc:
+                            self.bad_records += 1
+                            self.metrics.updates.labels("invalid").inc()
+                            logger.warning(
+                                "Skipping an invalid sequence record partition=%d "
+                                "offset=%d error=%s",
+                                tp.partition,
+                                r.offset,
+                                str(exc).splitlines()[0],
+                            )
+                            continue
+                        pending.append(Incoming(tp.partition, r.offset, rec))
+                while pending:
+                    try:
+                        self._queue.put_nowait(pending[0])
+                    except queue.Full:
+                        break
+                    pending.pop(0)
+                if pending and not paused:
+                    consumer.pause(*consumer.assignment())
+                    paused = True
+                elif not pending and paused:
+                    consumer.resume(*consumer.paused())
+                    paused = False
+                if time.monotonic() - last_commit > 5:
+                    self._commit()
+                    last_commit = time.monotonic()
+        except Exception as exc:  # surfaced by the training loop
+            self._poll_error = exc
+
+    def _commit(self) -> None:
+        from kafka import OffsetAndMetadata, TopicPartition
+
+        # The checkpoint, not Kafka, is the source of truth; committing what
+        # the trainer has learned lets lag monitoring see its progress.
+        try:
+            offsets = {
+                TopicPartition(self.settings.sequences_topic, p): OffsetAndMetadata(
+                    o, "", -1
+                )
+                for p, o in self.learned_offsets.items()
+            }
+            if offsets:
+                self._consumer.commit(offsets)
+        except Exception as exc:
+            logger.warning("Could not commit trainer offsets error=%s", exc)
+
+    def _announce(self, manifest) -> None:
+        record = {
+            "version": manifest.version,
+            "path": str((self.settings.models_dir / manifest.version).resolve()),
+            "created_at": manifest.created_at.isoformat(),
+            "checksum": manifest.checksum,
+            "steps": manifest.steps,
+            "events_seen": manifest.events_seen,
+            "live_metrics": manifest.live_metrics,
+        }
+        self._producer.send(
+            self.settings.models_topic,
+            key=manifest.version.encode(),
+            value=json.dumps(record).encode(),
+        )
+        self._producer.flush(timeout=10)

@@ -1,0 +1,295 @@
+"""``elcrec run``: the whole job in one command.
+
+Without ``--kafka`` (the embedded default) events from ``--data PATH`` or the
+built-in synthetic clickstream pass through the same state store and trainer
+code as in production, in one process and with no broker: each batch of events
+is applied to the RocksDB store in one write batch, then the users it touched
+are learned from. State, models, the checkpoint and the
+metrics live under ``--work-dir``; running again on the same folder resumes
+where the last run stopped.
+
+With ``--kafka HOST:PORT`` it creates elcrec's topics if missing and runs the
+ingest consumer and the trainer as separate processes against that cluster,
+supervised and stopped together (Ctrl-C or SIGTERM); ``--replay`` also
+produces the input (``--data`` or the synthetic stream) to the events topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kafka", help="run against this Kafka cluster (bootstrap)")
+    parser.add_argument("--data", help="input data set (default: synthetic stream)")
+    parser.add_argument(
+        "--format",
+        default="auto",
+        help="data format: auto, seq, inter, csv, tsv, jsonl",
+    )
+    parser.add_argument(
+        "--work-dir",
+        default="elcrec-work",
+        help="state, models, checkpoint (default elcrec-work)",
+    )
+    parser.add_argument("--limit", type=int, help="use only the first N events")
+    parser.add_argument(
+        "--batch-events", type=int, default=256, help="events per store write batch"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics here"
+    )
+    parser.add_argument(
+        "--replay", action="store_true", help="with --kafka: also produce the input"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--synthetic-users",
+        type=int,
+        default=1000,
+        help="users of the synthetic stream",
+    )
+    parser.add_argument(
+        "--synthetic-items", type=int, default=500, help="items of the synthetic stream"
+    )
+    parser.add_argument(
+        "--synthetic-shift",
+        type=float,
+        default=0.6,
+        help="where the synthetic intents shift, as a fraction of the stream",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.kafka:
+        return run_kafka(args)
+    summary = run_embedded(args)
+    print(json.dumps(summary))
+    return 0
+
+
+# -- embedded -------------------------------------------------------------------
+
+
+def input_events(args) -> list[dict]:
+    """Events of ``--data`` or the synthetic stream, in wire-schema dicts."""
+    if args.data:
+        from elcrec.data import read_interactions
+
+        name = Path(args.data).name
+        events = [
+            {
+                "event_id": f"{name}-{n}",
+                "user_id": e.user,
+                "item_id": e.item,
+                "event_type": "click",
+                "ts": int(e.ts * 1000),
+            }
+            for n, e in enumerate(read_interactions(args.data, args.format))
+        ]
+    else:
+        from elcrec.synthetic import SyntheticClickstream
+
+        n_users = args.synthetic_users
+        stream = SyntheticClickstream(
+            n_users=n_users,
+            n_items=args.synthetic_items,
+            shift_at=int(args.synthetic_shift * n_users * 30)
+            if args.synthetic_shift
+            else None,
+        )
+        events = list(stream.events())
+    return events[: args.limit] if args.limit else events
+
+
+def run_embedded(args) -> dict:
+    """Apply the input to the store and learn from it; returns the summary."""
+    from pydantic import ValidationError
+    from tqdm import tqdm
+
+    from elcrec.consumers.trainer import Incoming, TrainerLoop, load_trainer_settings
+    from elcrec.state.store import SequenceStore, StoreOptions
+    from elcrec.stream.events import ClickEvent
+    from elcrec.stream.events import SequenceUpdate as SequenceRecord
+
+    work = Path(args.work_dir)
+    settings = load_trainer_settings(
+        work_dir=work / "trainer", metrics_port=args.metrics_port
+    )
+    loop = TrainerLoop(settings)
+    server = None
+    if settings.metrics_port is not None:
+        server = loop.metrics.serve(settings.metrics_port, settings.metrics_host)
+    store = SequenceStore(
+        work / "state",
+        "embedded",
+        StoreOptions(max_sequence_length=settings.block_size or 50),
+    )
+    part = store.assign(0)
+    events = input_events(args)
+    start = part.next_offset or 0
+    rejected = 0
+
+    def learn(touched, committed_at: int) -> None:
+        records = sorted(
+            (
+                Incoming(
+                    0,
+                    seq.last_offset,
+                    SequenceRecord(
+                        user_id=seq.user_id,
+                        version=seq.version,
+                        items=list(seq.items),
+                        ts=list(seq.ts),
+                        source_topic="embedded",
+                        source_partition=0,
+                        source_offset=seq.last_offset,
+                        updated_at=committed_at,
+                    ),
+                )
+                for seq in touched
+            ),
+            key=lambda inc: inc.offset,
+        )
+        loop.handle(records)
+
+    # Events stored by an earlier run but not in the trainer's checkpoint (a
+    # crash between the two) are learned first; user versions tell the
+    # trainer how many of each sequence's events are new to it.
+    learned_up_to = loop.offsets.get(0, 0)
+    leftover = [s for s in part.sequences() if s.last_offset >= learned_up_to]
+    if leftover:
+        logger.info("Delivering sequences left by the last run users=%d", len(leftover))
+        learn(leftover, int(time.time() * 1000))
+
+    logger.info(
+        "Embedded run work_dir=%s events=%d resuming_at=%d", work, len(events), start
+    )
+    bar = tqdm(
+        total=len(events),
+        initial=min(start, len(events)),
+        unit="ev",
+        disable=args.no_progress,
+        dynamic_ncols=True,
+    )
+    stop = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        for first in range(start, len(events), args.batch_events):
+            if stop:
+                break
+            batch = events[first : first + args.batch_events]
+            with part.begin() as tx:
+                for n, raw in enumerate(batch, start=first):
+                    try:
+                        tx.apply(ClickEvent(**raw), offset=n)
+                    except ValidationError:
+                        rejected += 1
+                        tx.advance(n)
+                result = tx.commit()
+            learn(list(result.touched.values()), result.committed_at)
+            bar.update(len(batch))
+            live = loop.trainer.live_metrics()
+            bar.set_postfix(
+                steps=loop.trainer.step,
+                hr20=f"{live['hr@20']:.3f}",
+                version=loop.last_version or "-",
+                refresh=False,
+            )
+    except KeyboardInterrupt:
+        logger.info("Interrupted; publishing and checkpointing before exit")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+        loop.close()
+        store.close()
+        if server is not None:
+            server.shutdown()
+
+    summary = loop.summary()
+    summary.update(
+        mode="embedded",
+        input=args.data or "synthetic",
+        rejected_events=rejected,
+        models_dir=str(settings.models_dir),
+    )
+    return summary
+
+
+# -- against a Kafka cluster ---------------------------------------------------------
+
+
+def run_kafka(args) -> int:
+    from elcrec.stream.topics import default_topics, ensure_topics
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    created = ensure_topics(args.kafka, default_topics())
+    logger.info("Topics ready %s", created)
+
+    exe = [sys.executable, "-m", "elcrec.cli"]
+    procs: dict[str, subprocess.Popen] = {}
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=args.kafka)
+    procs["ingest"] = subprocess.Popen(
+        [*exe, "ingest", "--kafka", args.kafka, "--state", str(work / "state")], env=env
+    )
+    trainer_cmd = [
+        *exe,
+        "trainer",
+        "--kafka",
+        args.kafka,
+        "--work-dir",
+        str(work / "trainer"),
+    ]
+    if args.metrics_port:
+        trainer_cmd += ["--metrics-port", str(args.metrics_port)]
+    procs["trainer"] = subprocess.Popen(trainer_cmd, env=env)
+    if args.replay:
+        replay_cmd = [*exe, "replay", "--kafka", args.kafka]
+        replay_cmd += ["--data", args.data] if args.data else ["--synthetic"]
+        if args.limit:
+            replay_cmd += ["--limit", str(args.limit)]
+        procs["replay"] = subprocess.Popen(replay_cmd, env=env)
+
+    stopping = []
+
+    def on_signal(signum, _frame):
+        logger.info("Stopping all processes on signal=%s", signal.Signals(signum).name)
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    failed = None
+    try:
+        while not stopping and failed is None:
+            time.sleep(0.5)
+            for name, proc in procs.items():
+                code = proc.poll()
+                if code is None or (name == "replay" and code == 0):
+                    continue
+                failed = (name, code)
+                logger.error(
+                    "Process exited, stopping the others name=%s code=%s", name, code
+                )
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        for proc in procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return 1 if failed else 0
