@@ -1,0 +1,587 @@
+"""The ingest consumer: click events from Kafka into the RocksDB sequence store.
+
+One module wires the parts: a kafka-python consumer in a group on the events
+topic, the :class:`~elcrec.state.SequenceStore` (one RocksDB per assigned
+partition), a producer for the dead-letter and sequences topics, and the
+Prometheus metrics. Per polled batch, for each partition:
+
+1. every record is validated once (:func:`~elcrec.stream.serde.decode_event`);
+   bad ones are queued for the dead-letter topic, good ones applied to a
+   store :class:`~elcrec.state.Transaction`;
+2. the dead-letter records are sent and confirmed (at-least-once: a crash
+   before step 3 sends them again);
+3. each transaction is committed: sequences, de-dup entries, outbox marks and
+   the partition's next offset in one durable RocksDB write batch;
+4. each touched user's full sequence is published once on the sequences
+   topic and confirmed; the outbox marks then go with the next batch;
+5. the offsets are committed to Kafka, asynchronously.
+
+Guarantees: the store applies every event exactly once, because an event's
+effect and the offset past it are written atomically in step 3, and on
+assignment the consumer seeks to the stored offset (Kafka's committed offset
+only trails it). Dead-lettered records and published sequences are
+at-least-once: a crash between steps repeats them. A repeated sequence update
+carries the same ``version`` (events applied to that user so far), so the
+trainer drops any update whose version is not above the last it saw.
+
+Run it with ``elcrec ingest`` or ``python -m elcrec.consumers.ingest``; in
+process::
+
+    app = IngestApp(load_ingest_settings(group_id="g", state_dir="state"))
+    threading.Thread(target=app.run).start()   # or app.run() with signals
+    ...
+    app.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from elcrec.consumers.metrics import IngestMetrics
+from elcrec.consumers.settings import IngestSettings, load_ingest_settings
+from elcrec.exceptions import ElcrecError
+from elcrec.state.store import CommitResult, Outcome, PartitionStore, SequenceStore
+from elcrec.stream.exceptions import BadRecord
+from elcrec.stream.serde import decode_event, encode_sequence_update
+
+logger = logging.getLogger(__name__)
+
+# Headers of a dead-lettered record (besides the original record's headers).
+H_REASON = "elcrec.dlq.reason"
+H_DETAIL = "elcrec.dlq.detail"
+H_TOPIC = "elcrec.source.topic"
+H_PARTITION = "elcrec.source.partition"
+H_OFFSET = "elcrec.source.offset"
+H_TIMESTAMP = "elcrec.source.timestamp"
+H_TRUNCATED = "elcrec.dlq.truncated"
+
+CommitHook = Callable[[int, CommitResult], None]
+
+
+class IngestError(ElcrecError):
+    """The ingest consumer cannot go on (a partition's state cannot be opened)."""
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, app: IngestApp):
+        self.app = app
+
+    def on_partitions_revoked(self, revoked):
+        self.app._on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self.app._on_assigned(assigned)
+
+    def on_partitions_lost(self, lost):
+        self.app._on_revoked(lost, lost=True)
+
+
+class IngestApp:
+    """One ingest consumer process (or thread).
+
+    Args:
+        settings: validated settings (:func:`load_ingest_settings`).
+        on_commit: called as ``on_commit(partition, result)`` after each
+            durable store commit, from the consuming thread (benchmarks,
+            embedding); keep it short.
+    """
+
+    def __init__(self, settings: IngestSettings, on_commit: CommitHook | None = None):
+        self.settings = settings
+        self.metrics = IngestMetrics()
+        self.store = SequenceStore(
+            settings.state_dir, settings.events_topic, settings.store_options()
+        )
+        self._limits = settings.event_limits()
+        self._on_commit = on_commit
+        self._stop = threading.Event()
+        self._to_open: set[TopicPartition] = set()
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._metrics_server = None
+        # partition -> users whose current sequence still has to be published
+        self._unpublished: dict[int, set[str]] = {}
+        self._sequence_partitions: int | None = None
+        self._events_partitions = -1
+        self._lag_at = 0.0
+        self.running = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish the current batch and shut down."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop gracefully; a second SIGINT interrupts."""
+
+        def handle(signum, _frame):
+            logger.info("Stopping on signal signal=%s", signal.Signals(signum).name)
+            self.stop()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        """Consume until :meth:`stop` (or a fatal error, which is raised)."""
+        s = self.settings
+        if s.metrics_port is not None:
+            self._metrics_server = self.metrics.serve(s.metrics_port, s.metrics_host)
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=s.bootstrap_servers,
+                client_id=f"{s.client_id}-producer",
+                linger_ms=5,
+                batch_size=512 * 1024,
+                max_block_ms=int(s.produce_timeout_s * 1000),
+            )
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=s.bootstrap_servers,
+                group_id=s.group_id,
+                group_instance_id=s.group_instance_id,
+                client_id=s.client_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=s.max_poll_records,
+                session_timeout_ms=s.session_timeout_ms,
+                heartbeat_interval_ms=s.heartbeat_interval_ms,
+                max_poll_interval_ms=s.max_poll_interval_ms,
+            )
+        except KafkaError as exc:
+            self._shutdown()
+            raise IngestError(
+                f"cannot reach Kafka at {s.bootstrap_servers} "
+                f"(option bootstrap_servers): {exc}"
+            ) from exc
+        self._consumer.subscribe([s.events_topic], listener=_Listener(self))
+        logger.info(
+            "Ingest consumer started topic=%s group=%s state_dir=%s "
+            "publish_sequences=%s",
+            s.events_topic,
+            s.group_id,
+            s.state_dir,
+            s.publish_sequences,
+        )
+        self.running.set()
+        try:
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self.running.clear()
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        try:
+            if producer is not None and any(self._unpublished.values()):
+                self._publish({})
+            if consumer is not None:
+                self._commit_kafka(sync=True)
+        finally:
+            self.store.close()
+            if consumer is not None:
+                consumer.close(autocommit=False)
+            if producer is not None:
+                producer.close(timeout=5)
+            if self._metrics_server is not None:
+                self._metrics_server.shutdown()
+            self._consumer = self._producer = self._metrics_server = None
+            logger.info("Ingest consumer stopped group=%s", self.settings.group_id)
+
+    # -- one batch ------------------------------------------------------------
+
+    def step(self) -> int:
+        """Poll once and process what came; returns the number of records."""
+        s = self.settings
+        polled = self._consumer.poll(
+            timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records
+        )
+        if self._to_open:
+            self._open_assigned()
+        if not polled:
+            if any(self._unpublished.values()):
+                self._publish({})
+            self._refresh_gauges()
+            return 0
+
+        t0 = time.perf_counter()
+        count = sum(len(records) for records in polled.values())
+        now_ms = int(time.time() * 1000)
+        limits = self._limits
+        txs = []
+        dead: list[tuple] = []  # (record, BadRecord)
+
+        for tp, records in polled.items():
+            part = self.store.partitions.get(tp.partition)
+            if part is None:  # not ours any more; the next owner reads them
+                continue
+            tx = part.begin()
+            apply = tx.apply
+            for rec in records:
+                try:
+                    event = decode_event(rec.key, rec.value, limits, now_ms)
+                except BadRecord as bad:
+                    if tx.advance(rec.offset):
+                        dead.append((rec, bad))
+                    continue
+                apply(event, rec.offset)
+            txs.append((tp, part, tx, records[0].offset))
+
+        # Dead letters first: once the store says "done", they must be out.
+        if dead and not self._send_dead_letters(dead):
+            for tp, _part, tx, first in txs:
+                tx.abort()
+                self._consumer.seek(tp, first)
+            time.sleep(1.0)
+            return 0
+
+        results: dict[int, CommitResult] = {}
+        for tp, _part, tx, _first in txs:
+            result = tx.commit()
+            results[tp.partition] = result
+            if self._on_commit is not None:
+                self._on_commit(tp.partition, result)
+
+        self._publish(results)
+        self._commit_kafka(results)
+        self._count(count, results, dead, time.perf_counter() - t0)
+        self._refresh_gauges()
+        return count
+
+    def _count(self, count, results, dead, seconds) -> None:
+        m = self.metrics
+        m.consumed.inc(count)
+        m.batch_records.observe(count)
+        m.batch_seconds.observe(seconds)
+        totals: dict[Outcome, int] = {}
+        for result in results.values():
+            for outcome, n in result.counts.items():
+                totals[outcome] = totals.get(outcome, 0) + n
+        m.applied.inc(totals.get(Outcome.APPLIED, 0))
+        m.duplicates.inc(totals.get(Outcome.DUPLICATE, 0))
+        for outcome in (Outcome.IGNORED, Outcome.STALE, Outcome.REPLAYED):
+            if totals.get(outcome):
+                m.skipped.labels(outcome.value).inc(totals[outcome])
+        for _rec, bad in dead:
+            m.dead_lettered.labels(str(bad.reason)).inc()
+
+    # -- dead letters ---------------------------------------------------------
+
+    def _send_dead_letters(self, dead) -> bool:
+        s = self.settings
+        futures = []
+        try:
+            for rec, bad in dead:
+                value = rec.value
+                headers = list(rec.headers or [])
+                if value is not None and len(value) > s.dlq_max_value_bytes:
+                    value = value[: s.dlq_max_value_bytes]
+                    headers.append((H_TRUNCATED, str(len(rec.value)).encode()))
+                headers += [
+                    (H_REASON, str(bad.reason).encode()),
+                    (H_DETAIL, bad.detail[:1000].encode("utf-8", "replace")),
+                    (H_TOPIC, rec.topic.encode()),
+                    (H_PARTITION, str(rec.partition).encode()),
+                    (H_OFFSET, str(rec.offset).encode()),
+                    (H_TIMESTAMP, str(rec.timestamp).encode()),
+                ]
+                futures.append(
+                    self._producer.send(
+                        s.dlq_topic, key=rec.key, value=value, headers=headers
+                    )
+                )
+            self._producer.flush(timeout=s.produce_timeout_s)
+            for future in futures:
+                future.get(timeout=0)
+            return True
+        except KafkaError as exc:
+            logger.warning(
+                "Dead-letter send failed; the batch is not stored and will be "
+                "read again topic=%s records=%d error=%s",
+                s.dlq_topic,
+                len(dead),
+                exc,
+            )
+            return False
+
+    # -- sequence updates -----------------------------------------------------
+
+    def _publish(self, results: dict[int, CommitResult]) -> None:
+        s = self.settings
+        if not s.publish_sequences:
+            return
+        topic = s.sequences_topic
+        source = s.events_topic
+        send = self._producer.send
+        same_partitions = self._same_partition_count()
+        sent: dict[int, list] = {}
+
+        try:
+            for partition, result in results.items():
+                at = result.committed_at
+                futures = sent.setdefault(partition, [])
+                pending = self._unpublished.get(partition)
+                for user_id, seq in result.touched.items():
+                    if pending:
+                        pending.discard(user_id)
+                    value = encode_sequence_update(
+                        user_id,
+                        seq.version,
+                        seq.items,
+                        seq.ts,
+                        source,
+                        partition,
+                        seq.last_offset,
+                        at,
+                    )
+                    futures.append(
+                        (
+                            user_id,
+                            send(
+                                topic,
+                                key=user_id.encode(),
+                                value=value,
+                                partition=partition if same_partitions else None,
+                            ),
+                        )
+                    )
+            now = int(time.time() * 1000)
+            for partition, pending in self._unpublished.items():
+                part = self.store.partitions.get(partition)
+                if not pending or part is None:
+                    continue
+                futures = sent.setdefault(partition, [])
+                for user_id in pending:
+                    seq = part.get(user_id)
+                    if seq is None:
+                        continue
+                    value = encode_sequence_update(
+                        user_id,
+                        seq.version,
+                        seq.items,
+                        seq.ts,
+                        source,
+                        partition,
+                        seq.last_offset,
+                        now,
+                    )
+                    futures.append(
+                        (
+                            user_id,
+                            send(
+                                topic,
+                                key=user_id.encode(),
+                                value=value,
+                                partition=partition if same_partitions else None,
+                            ),
+                        )
+                    )
+            self._producer.flush(timeout=s.produce_timeout_s)
+        except KafkaError as exc:
+            self.metrics.publish_failures.inc()
+            logger.warning(
+                "Sequence updates not confirmed; they are sent again with the "
+                "next batch topic=%s error=%s",
+                topic,
+                exc,
+            )
+
+        for partition, futures in sent.items():
+            part = self.store.partitions.get(partition)
+            done = [u for u, f in futures if f.is_done and f.succeeded()]
+            failed = {u for u, f in futures if not (f.is_done and f.succeeded())}
+            self.metrics.published.inc(len(done))
+            pending = self._unpublished.setdefault(partition, set())
+            pending.difference_update(done)
+            pending.update(failed)
+            if part is not None:
+                part.mark_published(done)
+
+    def _same_partition_count(self) -> bool:
+        # Sending each update to its source partition saves the key hashing;
+        # only valid when both topics have the same number of partitions
+        # (then the default partitioner would pick the same one).
+        if self._sequence_partitions is None:
+            seq = self._producer.partitions_for(self.settings.sequences_topic)
+            src = self._consumer.partitions_for_topic(self.settings.events_topic)
+            self._sequence_partitions = len(seq) if seq else 0
+            self._events_partitions = len(src) if src else -1
+        return self._sequence_partitions == self._events_partitions
+
+    # -- Kafka offsets --------------------------------------------------------
+
+    def _commit_kafka(self, results=None, sync=False) -> None:
+        if results is None:
+            offsets = {
+                TopicPartition(self.settings.events_topic, n): p.next_offset
+                for n, p in self.store.partitions.items()
+                if p.next_offset is not None
+            }
+        else:
+            offsets = {
+                TopicPartition(self.settings.events_topic, n): r.next_offset
+                for n, r in results.items()
+                if r.next_offset is not None
+            }
+        if not offsets:
+            return
+        meta = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+        try:
+            if sync:
+                self._consumer.commit(offsets=meta)
+            else:
+                self._consumer.commit_async(offsets=meta, callback=_commit_done)
+        except KafkaError as exc:
+            # Harmless: the store holds the true offsets.
+            logger.debug("Kafka offset commit failed error=%s", exc)
+
+    # -- rebalance ------------------------------------------------------------
+    # kafka-python runs these callbacks on its network thread while poll()
+    # waits, so they must not block: revocation closes the partition stores
+    # (they must be released before another member opens them); assignment
+    # only pauses the partitions, and the consuming thread opens their stores
+    # (possibly waiting for the previous owner's lock, with heartbeats going
+    # on), seeks to the stored offsets and resumes them.
+
+    def _on_revoked(self, revoked, lost: bool = False) -> None:
+        mine = [tp for tp in revoked if tp.topic == self.settings.events_topic]
+        if not mine:
+            return
+        logger.info(
+            "Partitions %s topic=%s partitions=%s",
+            "lost" if lost else "revoked",
+            self.settings.events_topic,
+            sorted(tp.partition for tp in mine),
+        )
+        if not lost:
+            try:
+                self._commit_kafka()
+            except Exception as exc:  # a rebalance must go on regardless
+                logger.debug("Commit on revocation failed error=%s", exc)
+        for tp in mine:
+            self._to_open.discard(tp)
+            self.store.revoke(tp.partition)
+            self._unpublished.pop(tp.partition, None)
+            self.metrics.forget_partition(tp.partition)
+        self.metrics.rebalances.labels("lost" if lost else "revoked").inc(len(mine))
+        self.metrics.assigned.set(len(self.store.partitions))
+
+    def _on_assigned(self, assigned) -> None:
+        mine = [tp for tp in assigned if tp.topic == self.settings.events_topic]
+        logger.info(
+            "Partitions assigned topic=%s partitions=%s",
+            self.settings.events_topic,
+            sorted(tp.partition for tp in mine),
+        )
+        if mine:
+            self._consumer.pause(*mine)
+            self._to_open.update(mine)
+        self._sequence_partitions = None
+        self.metrics.rebalances.labels("assigned").inc(len(mine))
+
+    def _open_assigned(self) -> None:
+        """Open the stores of newly assigned partitions, seek, resume."""
+        for tp in sorted(self._to_open, key=lambda tp: tp.partition):
+            try:
+                part = self.store.assign(tp.partition)
+            except ElcrecError as exc:
+                logger.error(
+                    "Cannot open partition state partition=%d error=%s",
+                    tp.partition,
+                    exc,
+                )
+                raise IngestError(str(exc)) from exc
+            self._seek(tp, part)
+            outbox = part.unpublished() if self.settings.publish_sequences else []
+            if outbox:
+                self._unpublished[tp.partition] = set(outbox)
+                logger.info(
+                    "Recovered unconfirmed sequence updates partition=%d users=%d",
+                    tp.partition,
+                    len(outbox),
+                )
+            self._to_open.discard(tp)
+            self._consumer.resume(tp)
+        self.metrics.assigned.set(len(self.store.partitions))
+
+    def _seek(self, tp: TopicPartition, part: PartitionStore) -> None:
+        if part.next_offset is not None:
+            self._consumer.seek(tp, part.next_offset)
+            logger.info(
+                "Resuming from the stored offset partition=%d offset=%d",
+                tp.partition,
+                part.next_offset,
+            )
+            return
+        # No state: rebuild from the start of the topic (as far as retention
+        # allows) so that sequences are complete, whatever the group committed.
+        logger.info(
+            "No stored offset, rebuilding from the earliest offset partition=%d",
+            tp.partition,
+        )
+        self._consumer.seek_to_beginning(tp)
+
+    # -- gauges ---------------------------------------------------------------
+
+    def _refresh_gauges(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < self.settings.lag_interval_s:
+            return
+        self._lag_at = now
+        m = self.metrics
+        for number, part in self.store.partitions.items():
+            label = str(number)
+            tp = TopicPartition(self.settings.events_topic, number)
+            high = self._consumer.highwater(tp)
+            if high is not None and part.next_offset is not None:
+                m.lag.labels(label).set(max(0, high - part.next_offset))
+            m.users.labels(label).set(part.user_count)
+            m.state_bytes.labels(label).set(part.size_bytes())
+
+
+def _commit_done(offsets, response) -> None:
+    if isinstance(response, Exception):
+        logger.debug("Kafka offset commit failed error=%s", response)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m elcrec.consumers.ingest``: settings from the environment
+    (``ELCREC_*``), plus ``--group`` and ``--state`` for convenience."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="elcrec ingest consumer")
+    parser.add_argument("--group", dest="group_id")
+    parser.add_argument("--state", dest="state_dir")
+    parser.add_argument("--kafka", dest="bootstrap_servers")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_ingest_settings(
+            group_id=args.group_id,
+            state_dir=args.state_dir,
+            bootstrap_servers=args.bootstrap_servers,
+        )
+        app = IngestApp(settings)
+        app.install_signal_handlers()
+        app.run()
+    except ElcrecError as exc:
+        print(f"elcrec ingest: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

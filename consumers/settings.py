@@ -1,0 +1,129 @@
+"""Deployment settings of the ingest consumer (environment prefix ``ELCREC_``).
+
+Every field can be set as an environment variable (``ELCREC_GROUP_ID``,
+``ELCREC_STATE_DIR``, ...; the Kafka address also as
+``KAFKA_BOOTSTRAP_SERVERS``), or passed as a keyword / command-line option.
+:func:`load_ingest_settings` validates them once and raises
+:class:`~elcrec.exceptions.ConfigError` naming every bad field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from elcrec.exceptions import ConfigError
+from elcrec.state.store import StoreOptions
+from elcrec.stream.events import EventType
+from elcrec.stream.serde import MIN_EVENT_TIME_MS, EventLimits
+from elcrec.stream.topics import DLQ_TOPIC, EVENTS_TOPIC, SEQUENCES_TOPIC
+
+
+class IngestSettings(BaseSettings):
+    """Settings of one ingest consumer process (frozen once loaded)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ELCREC_", frozen=True, extra="forbid", populate_by_name=True
+    )
+
+    # -- Kafka ----------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            "bootstrap_servers", "ELCREC_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="Kafka bootstrap address(es), comma separated",
+    )
+    group_id: str = Field("elcrec-ingest", min_length=1)
+    group_instance_id: str | None = Field(
+        None,
+        description="static membership id: a restarted consumer gets its "
+        "partitions back without waiting for the session timeout",
+    )
+    client_id: str = "elcrec-ingest"
+    events_topic: str = Field(EVENTS_TOPIC, min_length=1)
+    dlq_topic: str = Field(DLQ_TOPIC, min_length=1)
+    sequences_topic: str = Field(SEQUENCES_TOPIC, min_length=1)
+    publish_sequences: bool = True
+    session_timeout_ms: int = Field(45_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    max_poll_records: int = Field(2_000, ge=1, le=100_000)
+    poll_timeout_ms: int = Field(200, ge=1, le=60_000)
+    produce_timeout_s: float = Field(
+        30.0, gt=0, description="wait for DLQ and sequence sends per batch"
+    )
+
+    # -- state ----------------------------------------------------------------
+    state_dir: Path = Path("elcrec-work/state")
+    max_sequence_length: int = Field(50, ge=1, le=100_000)
+    dedup_window: int = Field(100_000, ge=0, le=100_000_000)
+    counted_event_types: frozenset[EventType] = frozenset(EventType)
+    sync_writes: bool = True
+    lock_timeout_s: float = Field(30.0, ge=0)
+
+    # -- validation -----------------------------------------------------------
+    max_event_bytes: int = Field(64 * 1024, ge=64, le=16 * 1024 * 1024)
+    min_event_time_ms: int = Field(MIN_EVENT_TIME_MS, ge=0)
+    max_future_ms: int = Field(24 * 3600 * 1000, ge=0)
+    dlq_max_value_bytes: int = Field(
+        64 * 1024, ge=0, description="dead-lettered values are cut to this size"
+    )
+
+    # -- metrics --------------------------------------------------------------
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus port; None: no server"
+    )
+    metrics_host: str = "127.0.0.1"
+    lag_interval_s: float = Field(5.0, gt=0, description="consumer lag refresh")
+
+    @model_validator(mode="after")
+    def _check(self) -> IngestSettings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        if not self.counted_event_types:
+            raise ValueError("counted_event_types must name at least one type")
+        if len({self.events_topic, self.dlq_topic, self.sequences_topic}) < 3:
+            raise ValueError("events_topic, dlq_topic and sequences_topic must differ")
+        return self
+
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(
+            max_sequence_length=self.max_sequence_length,
+            dedup_window=self.dedup_window,
+            counted_event_types=frozenset(str(t) for t in self.counted_event_types),
+            sync_writes=self.sync_writes,
+            track_publish=self.publish_sequences,
+            lock_timeout_s=self.lock_timeout_s,
+        )
+
+    def event_limits(self) -> EventLimits:
+        return EventLimits(
+            max_value_bytes=self.max_event_bytes,
+            min_ts_ms=self.min_event_time_ms,
+            max_future_ms=self.max_future_ms,
+        )
+
+
+def load_ingest_settings(**overrides: Any) -> IngestSettings:
+    """Read the environment, apply ``overrides`` (None values are skipped),
+    and validate once.
+
+    Raises:
+        ConfigError: one line per bad field, each naming the field.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return IngestSettings(**given)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            if err["loc"]:
+                name = ".".join(str(p) for p in err["loc"])
+                lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+            else:
+                lines.append(err["msg"].removeprefix("Value error, "))
+        raise ConfigError("invalid ingest settings: " + "; ".join(lines)) from None

@@ -1,0 +1,218 @@
+"""Helpers and factory fixtures of the ingestion tests (real broker, real RocksDB)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from elcrec.consumers.ingest import IngestApp
+from elcrec.consumers.settings import load_ingest_settings
+from elcrec.state import SequenceReader
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = ""):
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def event(i: int, user: str, item: str, ts: int, event_type: str = "click") -> dict:
+    return {
+        "event_id": f"e{i}",
+        "user_id": user,
+        "item_id": item,
+        "event_type": event_type,
+        "ts": ts,
+    }
+
+
+def events_from_interactions(interactions, id_prefix: str = "ev") -> list[dict]:
+    """Wire events for loader interactions (``ts`` seconds → ms)."""
+    return [
+        {
+            "event_id": f"{id_prefix}-{n}",
+            "user_id": x.user,
+            "item_id": x.item,
+            "event_type": "click",
+            "ts": int(round(x.ts * 1000)),
+        }
+        for n, x in enumerate(interactions)
+    ]
+
+
+def produce(bootstrap: str, topic: str, records, flush: bool = True) -> None:
+    """Send ``records``: dicts (keyed by user_id) or ``(key, value)`` byte pairs."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024
+    )
+    for rec in records:
+        if isinstance(rec, dict):
+            producer.send(
+                topic, key=rec["user_id"].encode(), value=json.dumps(rec).encode()
+            )
+        else:
+            key, value, *headers = rec
+            producer.send(
+                topic, key=key, value=value, headers=headers[0] if headers else None
+            )
+    if flush:
+        producer.flush()
+    producer.close()
+
+
+def expected_sequences(events, max_len: int) -> dict[str, tuple[tuple, tuple]]:
+    """The last ``max_len`` (items, ts) per user, by event time, ties in order."""
+    by_user: dict[str, list] = defaultdict(list)
+    for n, e in enumerate(events):
+        by_user[e["user_id"]].append((e["ts"], n, e["item_id"]))
+    out = {}
+    for user, rows in by_user.items():
+        rows.sort()
+        rows = rows[-max_len:]
+        out[user] = (tuple(r[2] for r in rows), tuple(r[0] for r in rows))
+    return out
+
+
+def store_contents(state_dir, topic) -> dict[str, tuple[tuple, tuple]]:
+    with SequenceReader(state_dir, topic) as reader:
+        return {u: (s.items, s.ts) for u, s in reader.as_dict().items()}
+
+
+def stored_offsets_total(state_dir, topic) -> int:
+    with SequenceReader(state_dir, topic) as reader:
+        return sum(o or 0 for o in reader.next_offsets().values())
+
+
+def end_offsets_total(bootstrap: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in parts]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> list:
+    """Read at least ``n`` records from the beginning of ``topic``, then what
+    else arrives within half a second."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    got = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < n and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                got.extend(records)
+        for records in consumer.poll(timeout_ms=500).values():
+            got.extend(records)
+    finally:
+        consumer.close()
+    return got
+
+
+def ingest_settings(bootstrap, topic, group, state_dir, **extra):
+    base = dict(
+        bootstrap_servers=bootstrap,
+        events_topic=topic,
+        dlq_topic=f"{topic}.dlq",
+        sequences_topic=f"{topic}.seq",
+        group_id=group,
+        state_dir=str(state_dir),
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        poll_timeout_ms=100,
+        sync_writes=False,
+        lag_interval_s=0.5,
+    )
+    base.update(extra)
+    return load_ingest_settings(**base)
+
+
+@contextlib.contextmanager
+def running_ingest(settings, on_commit=None):
+    """An :class:`IngestApp` consuming in a thread; stopped on exit."""
+    app = IngestApp(settings, on_commit=on_commit)
+    errors = []
+
+    def target():
+        try:
+            app.run()
+        except BaseException as exc:  # surfaced to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="ingest", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: app.running.is_set() or errors, 30, what="ingest start")
+        yield app
+    finally:
+        app.stop()
+        thread.join(30)
+        assert not thread.is_alive(), "ingest thread did not stop"
+        if errors:
+            raise errors[0]
+
+
+def ingest_env(bootstrap, topic, group, state_dir, **extra) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "ELCREC_BOOTSTRAP_SERVERS": bootstrap,
+            "ELCREC_EVENTS_TOPIC": topic,
+            "ELCREC_DLQ_TOPIC": f"{topic}.dlq",
+            "ELCREC_SEQUENCES_TOPIC": f"{topic}.seq",
+            "ELCREC_GROUP_ID": group,
+            "ELCREC_STATE_DIR": str(state_dir),
+            "ELCREC_SESSION_TIMEOUT_MS": "6000",
+            "ELCREC_HEARTBEAT_INTERVAL_MS": "500",
+            "ELCREC_POLL_TIMEOUT_MS": "100",
+        }
+    )
+    env.update({f"ELCREC_{k.upper()}": str(v) for k, v in extra.items()})
+    return env
+
+
+def start_ingest_process(env: dict, log_path: Path) -> subprocess.Popen:
+    """``python -m elcrec.consumers.ingest`` with settings from ``env``."""
+    log = open(log_path, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "elcrec.consumers.ingest"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+
+
+def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout=30.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"ingest process ignored {sig!r} for {timeout}s")
