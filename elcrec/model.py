@@ -323,7 +323,7 @@ class ELCRec(nn.Module):
         assert T <= self.config.block_size, f"sequence length {T} > block_size"
         layout = Layout.build(seqs)
         tpos = torch.arange(T, device=seqs.device)
-        tok = torch.cat([seqs.view(-1)[layout.flat_idx], torch.zeros_like(tpos)])
+        tok = torch.cat([seqs.reshape(-1)[layout.flat_idx], torch.zeros_like(tpos)])
         # Left padding: the last position always has position id block_size - 1.
         pos = torch.cat([layout.flat_idx % T, tpos]) + (self.config.block_size - T)
         x = self.drop(self.ln_emb(self.tok_emb(tok) + self.pos_emb(pos)))  # (R+T, C)

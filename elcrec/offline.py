@@ -386,8 +386,11 @@ class OfflineTrainer:
 
     # --- the loop ------------------------------------------------------------
 
-    def fit(self, progress: bool = False) -> dict:
+    def fit(self, progress: bool = False, on_epoch=None) -> dict:
         """Train until ``epochs`` or early stopping; returns a summary.
+
+        ``on_epoch(record)``, if given, is called after each epoch's validation
+        with that epoch's history record.
 
         The summary holds the best epoch, its validation metrics, the history
         of (epoch, losses, validation metrics, seconds) and time per epoch.
@@ -433,6 +436,8 @@ class OfflineTrainer:
                 if improved:
                     self.save(self.out_dir / "best.pt")
                 self.save(self.out_dir / "last.pt")
+            if on_epoch is not None:
+                on_epoch(record)
         if self.bad_epochs >= cfg.patience:
             logger.info(
                 "Early stop epoch=%d best_epoch=%d patience=%d",
