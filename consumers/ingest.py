@@ -117,6 +117,12 @@ class IngestApp:
 
     # -- lifecycle ------------------------------------------------------------
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The port the metrics endpoint listens on (useful with port 0)."""
+        server = self._metrics_server
+        return None if server is None else server.server_port
+
     def stop(self) -> None:
         """Ask :meth:`run` to finish the current batch and shut down."""
         self._stop.set()

@@ -111,23 +111,22 @@ def end_offsets_total(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def read_topic(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> list:
-    """Read at least ``n`` records from the beginning of ``topic``, then what
-    else arrives within half a second."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+def read_topic(bootstrap: str, topic: str, n: int = 0, timeout: float = 30.0) -> list:
+    """Read ``topic`` from the beginning to its current end (at least ``n``
+    records)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     got = []
     deadline = time.monotonic() + timeout
     try:
-        while len(got) < n and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=300).values():
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        while time.monotonic() < deadline:
+            if len(got) >= n and all(consumer.position(tp) >= ends[tp] for tp in tps):
+                break
+            for records in consumer.poll(timeout_ms=200).values():
                 got.extend(records)
-        for records in consumer.poll(timeout_ms=500).values():
-            got.extend(records)
     finally:
         consumer.close()
     return got
@@ -216,3 +215,54 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout=30.0) -> in
         proc.kill()
         proc.wait()
         pytest.fail(f"ingest process ignored {sig!r} for {timeout}s")
+
+
+# -- malformed records: (name, key, value, expected dead-letter reason) --------
+
+GOOD = {
+    "event_id": "x",
+    "user_id": "u1",
+    "item_id": "i1",
+    "event_type": "click",
+    "ts": 1_733_300_000_000,
+}
+
+
+def _bad(**changes) -> bytes:
+    body = {k: v for k, v in GOOD.items() if k not in changes or changes[k] != ...}
+    body.update({k: v for k, v in changes.items() if v is not ...})
+    return json.dumps(body).encode()
+
+
+MALFORMED = [
+    ("invalid_json", b"u1", b'{"event_id": "x",', "invalid_json"),
+    ("trailing_garbage", b"u1", _bad() + b"}}", "invalid_json"),
+    ("json_array", b"u1", b"[1, 2, 3]", "not_an_object"),
+    ("json_string", b"u1", b'"click"', "not_an_object"),
+    ("json_null", b"u1", b"null", "not_an_object"),
+    ("json_number", b"u1", b"42", "not_an_object"),
+    ("empty_value", b"u1", b"", "empty_value"),
+    ("tombstone", b"u1", None, "empty_value"),
+    ("huge_value", b"u1", _bad(padding="x" * 100_000), "too_large"),
+    ("non_utf8_value", b"u1", b'{"event_id": "\xff\xfe"}', "not_utf8"),
+    ("missing_event_id", b"u1", _bad(event_id=...), "missing_field"),
+    ("missing_user_id", b"u1", _bad(user_id=...), "missing_field"),
+    ("missing_ts", b"u1", _bad(ts=...), "missing_field"),
+    ("user_id_number", b"1", _bad(user_id=1), "wrong_type"),
+    ("item_id_null", b"u1", _bad(item_id=None), "wrong_type"),
+    ("item_id_object", b"u1", _bad(item_id={"id": 1}), "wrong_type"),
+    ("empty_user_id", b"", _bad(user_id=""), "empty_field"),
+    ("overlong_item_id", b"u1", _bad(item_id="i" * 300), "field_too_long"),
+    ("unknown_event_type", b"u1", _bad(event_type="hover"), "unknown_event_type"),
+    ("event_type_upper", b"u1", _bad(event_type="CLICK"), "unknown_event_type"),
+    ("ts_bool", b"u1", _bad(ts=True), "bad_timestamp"),
+    ("ts_float", b"u1", _bad(ts=1.7333e12), "bad_timestamp"),
+    ("ts_garbage_string", b"u1", _bad(ts="yesterday"), "bad_timestamp"),
+    ("ts_negative", b"u1", _bad(ts=-5), "bad_timestamp"),
+    ("ts_in_seconds", b"u1", _bad(ts=1_733_300_000), "bad_timestamp"),
+    ("ts_far_future", b"u1", _bad(ts=4_102_444_800_000), "bad_timestamp"),
+    ("ts_iso_year_9999", b"u1", _bad(ts="9999-01-01T00:00:00Z"), "bad_timestamp"),
+    ("null_key", None, _bad(), "missing_key"),
+    ("key_differs", b"u2", _bad(), "key_mismatch"),
+    ("non_utf8_key", b"\xc3\x28", _bad(), "not_utf8"),
+]
