@@ -122,7 +122,9 @@ def ensure_topics(
         present = [s for s in specs if s.name in existing]
         if present:
             described = admin.describe_topics([s.name for s in present])
-            counts = {d["topic"]: len(d["partitions"]) for d in described}
+            counts = {
+                d.get("name", d.get("topic")): len(d["partitions"]) for d in described
+            }
             for spec in present:
                 have = counts.get(spec.name, spec.partitions)
                 if have == spec.partitions:
