@@ -238,6 +238,7 @@ class TrainerLoop:
         self.offsets: dict[int, int] = {}  # partition -> next offset to learn
         self.user_versions: OrderedDict[str, int] = OrderedDict()
         self.versions_published = 0
+        self.records_learned = 0
         self.last_version: str | None = None
 
         path = settings.checkpoint_path
@@ -253,6 +254,7 @@ class TrainerLoop:
                 ) from exc
             self.offsets = {int(p): int(o) for p, o in extra.get("offsets", {}).items()}
             self.user_versions = OrderedDict(extra.get("user_versions", []))
+            self.records_learned = int(extra.get("records_learned", 0))
             logger.info(
                 "Resumed from checkpoint path=%s step=%d events=%d offsets=%s",
                 path,
@@ -326,8 +328,9 @@ class TrainerLoop:
                 continue
             self.user_versions[rec.user_id] = rec.version
             self.user_versions.move_to_end(rec.user_id)
-            n_new = min(rec.version - seen, len(rec.items))
+            n_new = rec.version - seen
             updates.append(SequenceUpdate(rec.user_id, rec.items, n_new, rec.ts[-1]))
+            self.records_learned += 1
             self.metrics.updates.labels("learned").inc()
             oldest = rec.updated_at if oldest is None else min(oldest, rec.updated_at)
         while len(self.user_versions) > self.settings.user_capacity:
@@ -376,6 +379,7 @@ class TrainerLoop:
         extra = {
             "offsets": {str(p): o for p, o in self.offsets.items()},
             "user_versions": [[u, v] for u, v in self.user_versions.items()],
+            "records_learned": self.records_learned,
         }
         self.trainer.save_checkpoint(self.settings.checkpoint_path, extra)
         self._last_ckpt_step = self.trainer.step
@@ -417,6 +421,7 @@ class TrainerLoop:
             config,
             steps=self.trainer.step,
             events_seen=self.trainer.events_seen,
+            records_learned=self.records_learned,
             live_metrics=self.trainer.live_metrics(),
             source_offsets={str(p): o for p, o in self.offsets.items()},
             keep=self.settings.keep_versions,
@@ -440,6 +445,7 @@ class TrainerLoop:
         live = self.trainer.live_metrics()
         return {
             "events": self.trainer.events_seen,
+            "records": self.records_learned,
             "steps": self.trainer.step,
             "skipped_steps": self.trainer.skipped_steps,
             "items": len(self.trainer.vocab),
@@ -450,7 +456,17 @@ class TrainerLoop:
         }
 
 
-class _Listener:
+def _listener(app: TrainerApp):
+    from kafka import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):
+        on_partitions_revoked = staticmethod(_Seeker(app).on_partitions_revoked)
+        on_partitions_assigned = staticmethod(_Seeker(app).on_partitions_assigned)
+
+    return Listener()
+
+
+class _Seeker:
     """Seeks newly assigned partitions to what the trainer has learned."""
 
     def __init__(self, app: TrainerApp):
@@ -535,7 +551,7 @@ class TrainerApp:
             raise TrainerError(
                 f"cannot reach Kafka at {s.bootstrap_servers} (option bootstrap_servers): {exc}"
             ) from exc
-        self._consumer.subscribe([s.sequences_topic], listener=_Listener(self))
+        self._consumer.subscribe([s.sequences_topic], listener=_listener(self))
         poller = threading.Thread(
             target=self._poll_loop, name="trainer-poll", daemon=True
         )

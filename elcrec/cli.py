@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_level != "DEBUG":
+        # kafka-python narrates every connection at INFO; operators need less.
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     if not _is_built(args._module):
         print(f"elcrec {args.command}: not built yet in this version", file=sys.stderr)
         return 3

@@ -292,7 +292,7 @@ class OnlineTrainer:
                 continue
             prev = merged.pop(u.user, None)
             if prev is not None:
-                u = replace(u, n_new=min(len(u.items), prev.n_new + u.n_new))
+                u = replace(u, n_new=prev.n_new + u.n_new)
             merged[u.user] = u
 
         report = StepReport()
@@ -309,14 +309,15 @@ class OnlineTrainer:
 
         # Rows of each update's recent items, oldest first.
         rows = [[self.vocab.lookup(i) for i in u.items[-(T + 1) :]] for u in updates]
-        n_new = [min(u.n_new, len(r)) for u, r in zip(updates, rows, strict=True)]
+        # Only the events still in the window can be predicted; all count as seen.
+        n_eval = [min(u.n_new, len(r)) for u, r in zip(updates, rows, strict=True)]
 
         # -- test: predict each new event from the events before it
-        ranks = self._prequential(rows, n_new)
+        ranks = self._prequential(rows, n_eval)
         self.metrics.update(ranks)
         report.hits.extend(float(r < 20) for r in ranks)
-        report.events += sum(n_new)
-        self.events_seen += sum(n_new)
+        report.events += sum(u.n_new for u in updates)
+        self.events_seen += sum(u.n_new for u in updates)
 
         # -- train: fresh sequences plus a replay sample of recent ones
         fresh_users = {u.user for u in updates}

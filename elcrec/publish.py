@@ -53,6 +53,7 @@ class ModelManifest(BaseModel):
     parent_version: str | None = None
     steps: int = 0
     events_seen: int = 0
+    records_learned: int = 0
     n_items: int = 0
     live_metrics: dict[str, float] = Field(default_factory=dict)
     source_offsets: dict[str, int] = Field(default_factory=dict)
@@ -99,6 +100,7 @@ def publish_model(
     *,
     steps: int = 0,
     events_seen: int = 0,
+    records_learned: int = 0,
     live_metrics: dict[str, float] | None = None,
     source_offsets: dict[str, int] | None = None,
     keep: int = 5,
@@ -112,6 +114,7 @@ def publish_model(
         config: the model configuration as a JSON-able dict.
         steps: optimizer steps taken so far.
         events_seen: events learned from so far.
+        records_learned: input records learned from so far.
         live_metrics: prequential metrics to record in the manifest.
         source_offsets: input offsets the model has learned up to.
         keep: how many versions to keep (the newest ones; at least 1).
@@ -142,6 +145,7 @@ def publish_model(
         parent_version=parent,
         steps=steps,
         events_seen=events_seen,
+        records_learned=records_learned,
         n_items=len(vocab),
         live_metrics=live_metrics or {},
         source_offsets=source_offsets or {},

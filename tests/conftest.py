@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 logger = logging.getLogger("elcrec.tests")
+# kafka-python narrates every connection at INFO: keep failure reports readable.
+logging.getLogger("kafka").setLevel(logging.WARNING)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

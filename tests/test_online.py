@@ -122,7 +122,7 @@ def test_checkpoint_resume_gives_identical_next_steps(tmp_path):
     assert extra == {"offsets": {"0": 41}}
     for b, a in zip(batches[6:], expected, strict=True):
         r = resumed.learn_many(b)
-        assert a.losses == pytest.approx(r.losses, rel=1e-6, abs=1e-7)
+        assert a.losses == pytest.approx(r.losses, rel=1e-5, abs=1e-6)
         assert a.assignments == r.assignments
     assert trainer.live_metrics() == resumed.live_metrics()
     assert trainer.step == resumed.step

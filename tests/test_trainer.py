@@ -1,0 +1,258 @@
+"""The trainer process against a real broker, and its loop without one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import wait_until
+from kafka import KafkaConsumer, KafkaProducer
+
+from elcrec.consumers.trainer import Incoming, TrainerLoop, load_trainer_settings
+from elcrec.data import read_interactions
+from elcrec.publish import latest_version, list_versions, read_model
+from elcrec.recommender import Recommender
+from elcrec.stream.events import SequenceUpdate as SequenceRecord
+
+# A small model so that the tests run in seconds on two cores.
+SMALL = {
+    "ELCREC_TRAINER_N_INTENTS": "8",
+    "ELCREC_TRAINER_BLOCK_SIZE": "20",
+    "ELCREC_TRAINER_FRESH_PER_STEP": "128",
+    "ELCREC_TRAINER_REPLAY_PER_STEP": "32",
+    "ELCREC_TRAINER_METRICS_WINDOW": "1000",
+}
+
+
+def sequence_records(events, max_len: int = 50, start: int = 0):
+    """What the ingest consumer publishes: each user's sequence after each event."""
+    seqs: dict[str, list] = {}
+    out = []
+    for n, e in enumerate(events, start=start):
+        items, ts = seqs.setdefault(e.user, ([], []))
+        items.append(e.item)
+        ts.append(int(e.ts * 1000))
+        out.append(
+            SequenceRecord(
+                user_id=e.user,
+                version=len(items),
+                items=items[-max_len:],
+                ts=ts[-max_len:],
+                source_topic="elcrec.events",
+                source_partition=0,
+                source_offset=n,
+                updated_at=int(time.time() * 1000),
+            )
+        )
+    return out
+
+
+def produce(bootstrap, topic, records) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    for r in records:
+        producer.send(topic, key=r.user_id.encode(), value=r.model_dump_json().encode())
+    producer.flush()
+    producer.close()
+
+
+def start_trainer(bootstrap, topic, models_topic, work_dir, group, **env_extra):
+    env = dict(os.environ, **SMALL, **env_extra)
+    env.update(
+        ELCREC_TRAINER_MODELS_TOPIC=models_topic,
+        ELCREC_TRAINER_PUBLISH_EVERY_S="2",
+        ELCREC_TRAINER_PUBLISH_EVERY_STEPS="10",
+        ELCREC_TRAINER_CHECKPOINT_EVERY_STEPS="3",
+        ELCREC_TRAINER_SESSION_TIMEOUT_MS="6000",
+        ELCREC_TRAINER_HEARTBEAT_INTERVAL_MS="1000",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "elcrec.cli",
+        "trainer",
+        "--kafka",
+        bootstrap,
+        "--topic",
+        topic,
+        "--work-dir",
+        str(work_dir),
+        "--group",
+        group,
+    ]
+    log = open(Path(work_dir).parent / f"trainer-{time.monotonic_ns()}.log", "w")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def alive(proc) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"the trainer exited with code {proc.returncode}")
+    return True
+
+
+def learned_offsets(models_dir: Path) -> int:
+    name = latest_version(models_dir)
+    if name is None:
+        return 0
+    manifest = json.loads((models_dir / name / "manifest.json").read_text())
+    return sum(manifest["source_offsets"].values())
+
+
+@pytest.fixture
+def ml100k_records(shared_data):
+    events = read_interactions(shared_data / "ml-100k.inter")[:4000]
+    return sequence_records(events)
+
+
+def run_to_end(bootstrap, topic, models_topic, work, group, total) -> None:
+    proc = start_trainer(bootstrap, topic, models_topic, work, group)
+    try:
+        wait_until(
+            lambda: alive(proc) and learned_offsets(work / "models") == total,
+            240,
+            0.5,
+            "the trainer to learn every record",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+
+
+@pytest.mark.kafka
+def test_trainer_killed_mid_stream_resumes_and_learns_every_record_once(
+    bootstrap, make_topic, make_group, tmp_path, ml100k_records
+):
+    topic, models_topic = make_topic(partitions=3), make_topic()
+    total = len(ml100k_records)
+    thirds = [ml100k_records[i * total // 3 : (i + 1) * total // 3] for i in range(3)]
+
+    # Killed with SIGKILL while learning the first and second thirds of the
+    # stream (each produced while it was down), then run to the end.
+    work = tmp_path / "killed" / "trainer"
+    work.parent.mkdir()
+    group = make_group()
+    produced = 0
+    versions_before: list[str] = []
+    for part in thirds[:2]:
+        produce(bootstrap, topic, part)
+        produced += len(part)
+        proc = start_trainer(bootstrap, topic, models_topic, work, group)
+        n_before = len(versions_before)
+        wait_until(
+            lambda p=proc, n=n_before: (
+                alive(p) and len(list_versions(work / "models")) > n
+            ),
+            120,
+            0.1,
+            "a new model version",
+        )
+        proc.kill()
+        proc.wait()
+        versions = list_versions(work / "models")
+        if versions_before:  # versions keep increasing across restarts
+            assert int(versions[-1][1:]) > int(versions_before[-1][1:])
+        for v in versions:  # never a partial version: each one verifies
+            read_model(work / "models" / v)
+        versions_before = versions
+    produce(bootstrap, topic, thirds[2])
+    run_to_end(bootstrap, topic, models_topic, work, group, total)
+
+    versions = list_versions(work / "models")
+    assert int(versions[-1][1:]) > int(versions_before[-1][1:])
+    manifest, *_ = read_model(work / "models" / versions[-1])
+    # Every record was learned exactly once, as in an uninterrupted run.
+    ref = tmp_path / "ref" / "trainer"
+    ref.parent.mkdir()
+    run_to_end(bootstrap, topic, models_topic, ref, make_group(), total)
+    ref_manifest, *_ = read_model(ref / "models" / latest_version(ref / "models"))
+    assert manifest.records_learned == ref_manifest.records_learned == total
+    assert manifest.events_seen == ref_manifest.events_seen == total
+
+    # Each publication was announced on the models topic, with its path.
+    consumer = KafkaConsumer(
+        models_topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    announced = [json.loads(r.value) for r in consumer]
+    consumer.close()
+    paths = {a["path"] for a in announced}
+    assert str((work / "models" / versions[-1]).resolve()) in paths
+
+
+def test_new_items_late_in_the_stream_get_rows_and_can_be_recommended(tmp_path):
+    settings = load_trainer_settings(
+        work_dir=tmp_path,
+        n_intents=4,
+        block_size=10,
+        fresh_per_step=16,
+        replay_per_step=8,
+        publish_every_steps=1000,
+    )
+    loop = TrainerLoop(settings)
+    # Users cycle a -> b -> c; late, a new item z always follows c.
+    early = [
+        Incoming(0, n, rec)
+        for n, rec in enumerate(
+            sequence_records([_ev(f"u{u}", i) for u in range(20) for i in "abcabc"])
+        )
+    ]
+    for chunk in range(0, len(early), 16):
+        loop.handle(early[chunk : chunk + 16])
+    late = sequence_records(
+        [_ev(f"v{u}", i) for u in range(120) for i in "abcz"], start=len(early)
+    )
+    for chunk in range(0, len(late), 16):
+        loop.handle(Incoming(0, r.source_offset, r) for r in late[chunk : chunk + 16])
+    manifest = loop.publish()
+    assert manifest is not None and "z" in loop.trainer.vocab.ids
+
+    rec = Recommender.latest(settings.models_dir)
+    top = [item for item, _ in rec.recommend(["a", "b", "c"], k=1)]
+    assert top == ["z"]
+    assert len(rec.recommend(["a"], k=10)) == 3  # four items, one seen
+
+
+def _ev(user, item):
+    from elcrec.data import Interaction
+
+    _ev.t = getattr(_ev, "t", 0) + 1
+    return Interaction(user, item, float(_ev.t))
+
+
+def test_a_non_finite_model_is_never_published(tmp_path):
+    settings = load_trainer_settings(work_dir=tmp_path, n_intents=4, block_size=10)
+    loop = TrainerLoop(settings)
+    records = sequence_records([_ev("u", i) for i in "abcd"])
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[:2])])
+    assert loop.publish() is not None
+    with torch.no_grad():
+        loop.trainer.model.tok_emb.weight[1, 0] = float("nan")
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[2:], start=2)])
+    assert loop.trainer.skipped_steps == 1
+    assert loop.publish() is None
+    loop.close()
+    assert list_versions(settings.models_dir) == ["v000001"]
+
+
+def test_a_tampered_published_model_is_rejected_by_the_loader(tmp_path):
+    settings = load_trainer_settings(work_dir=tmp_path, n_intents=4, block_size=10)
+    loop = TrainerLoop(settings)
+    records = sequence_records([_ev("u", i) for i in "abcd"])
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records)])
+    manifest = loop.publish()
+    weights = settings.models_dir / manifest.version / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    from elcrec.publish import PublishError
+
+    with pytest.raises(PublishError, match="checksum mismatch"):
+        Recommender.latest(settings.models_dir)
