@@ -12,9 +12,11 @@ Prometheus metrics. Per polled batch, for each partition:
    before step 3 sends them again);
 3. each transaction is committed: sequences, de-dup entries, outbox marks and
    the partition's next offset in one durable RocksDB write batch;
-4. each touched user's full sequence is published once on the sequences
-   topic and confirmed; the outbox marks then go with the next batch;
-5. the offsets are committed to Kafka, asynchronously.
+4. each touched user's full sequence is sent once to the sequences topic;
+   sends confirmed by the broker clear the users' outbox marks with a later
+   batch, failed ones are sent again;
+5. every ``kafka_commit_interval_s`` the stored offsets are committed to
+   Kafka, asynchronously.
 
 Guarantees: the store applies every event exactly once, because an event's
 effect and the offset past it are written atomically in step 3, and on
@@ -110,9 +112,12 @@ class IngestApp:
         self._metrics_server = None
         # partition -> users whose current sequence still has to be published
         self._unpublished: dict[int, set[str]] = {}
+        # (partition, user, send future, monotonic send time) not yet confirmed
+        self._inflight: list[tuple] = []
         self._sequence_partitions: int | None = None
         self._events_partitions = -1
         self._lag_at = 0.0
+        self._kafka_committed_at = 0.0
         self.running = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------
@@ -189,8 +194,11 @@ class IngestApp:
     def _shutdown(self) -> None:
         consumer, producer = self._consumer, self._producer
         try:
-            if producer is not None and any(self._unpublished.values()):
-                self._publish({})
+            if producer is not None and self.settings.publish_sequences:
+                self._reap_publications(wait_s=self.settings.produce_timeout_s)
+                if any(self._unpublished.values()):
+                    self._publish({})
+                    self._reap_publications(wait_s=self.settings.produce_timeout_s)
             if consumer is not None:
                 self._commit_kafka(sync=True)
         finally:
@@ -215,7 +223,7 @@ class IngestApp:
         if self._to_open:
             self._open_assigned()
         if not polled:
-            if any(self._unpublished.values()):
+            if self._inflight or any(self._unpublished.values()):
                 self._publish({})
             self._refresh_gauges()
             return 0
@@ -259,7 +267,8 @@ class IngestApp:
                 self._on_commit(tp.partition, result)
 
         self._publish(results)
-        self._commit_kafka(results)
+        if time.monotonic() - self._kafka_committed_at >= s.kafka_commit_interval_s:
+            self._commit_kafka()
         self._count(count, results, dead, time.perf_counter() - t0)
         self._refresh_gauges()
         return count
@@ -321,97 +330,103 @@ class IngestApp:
             return False
 
     # -- sequence updates -----------------------------------------------------
+    # Updates are sent after the store commit and confirmed one batch later
+    # (the broker's acknowledgement overlaps the next batch's work). Only a
+    # confirmed update clears the user's outbox mark; a failed one is sent
+    # again, re-read from the store, with the next batch.
 
     def _publish(self, results: dict[int, CommitResult]) -> None:
         s = self.settings
         if not s.publish_sequences:
             return
+        self._reap_publications()
         topic = s.sequences_topic
         source = s.events_topic
         send = self._producer.send
         same_partitions = self._same_partition_count()
-        sent: dict[int, list] = {}
+        inflight = self._inflight
+        started = time.monotonic()
+
+        def send_one(partition: int, seq, at: int) -> None:
+            value = encode_sequence_update(
+                seq.user_id,
+                seq.version,
+                seq.items,
+                seq.ts,
+                source,
+                partition,
+                seq.last_offset,
+                at,
+            )
+            future = send(
+                topic,
+                key=seq.user_id.encode(),
+                value=value,
+                partition=partition if same_partitions else None,
+            )
+            inflight.append((partition, seq.user_id, future, started))
 
         try:
             for partition, result in results.items():
-                at = result.committed_at
-                futures = sent.setdefault(partition, [])
                 pending = self._unpublished.get(partition)
                 for user_id, seq in result.touched.items():
                     if pending:
                         pending.discard(user_id)
-                    value = encode_sequence_update(
-                        user_id,
-                        seq.version,
-                        seq.items,
-                        seq.ts,
-                        source,
-                        partition,
-                        seq.last_offset,
-                        at,
-                    )
-                    futures.append(
-                        (
-                            user_id,
-                            send(
-                                topic,
-                                key=user_id.encode(),
-                                value=value,
-                                partition=partition if same_partitions else None,
-                            ),
-                        )
-                    )
-            now = int(time.time() * 1000)
+                    send_one(partition, seq, result.committed_at)
+            now_ms = int(time.time() * 1000)
             for partition, pending in self._unpublished.items():
                 part = self.store.partitions.get(partition)
                 if not pending or part is None:
                     continue
-                futures = sent.setdefault(partition, [])
-                for user_id in pending:
+                for user_id in list(pending):
                     seq = part.get(user_id)
-                    if seq is None:
-                        continue
-                    value = encode_sequence_update(
-                        user_id,
-                        seq.version,
-                        seq.items,
-                        seq.ts,
-                        source,
-                        partition,
-                        seq.last_offset,
-                        now,
-                    )
-                    futures.append(
-                        (
-                            user_id,
-                            send(
-                                topic,
-                                key=user_id.encode(),
-                                value=value,
-                                partition=partition if same_partitions else None,
-                            ),
-                        )
-                    )
-            self._producer.flush(timeout=s.produce_timeout_s)
+                    pending.discard(user_id)
+                    if seq is not None:
+                        send_one(partition, seq, now_ms)
         except KafkaError as exc:
-            self.metrics.publish_failures.inc()
-            logger.warning(
-                "Sequence updates not confirmed; they are sent again with the "
-                "next batch topic=%s error=%s",
-                topic,
-                exc,
-            )
+            # Sends that did not start stay marked in the outbox and pending.
+            self._publish_failed(exc)
 
-        for partition, futures in sent.items():
+    def _reap_publications(self, wait_s: float = 0.0) -> None:
+        """Collect finished sends: confirmed ones clear their outbox marks,
+        failed or overdue ones are queued to be sent again."""
+        if not self._inflight:
+            return
+        if wait_s > 0:
+            try:
+                self._producer.flush(timeout=wait_s)
+            except KafkaError as exc:
+                logger.debug("Flush of sequence updates timed out error=%s", exc)
+        deadline = time.monotonic() - self.settings.produce_timeout_s
+        keep = []
+        done: dict[int, list[str]] = {}
+        failed = 0
+        for item in self._inflight:
+            partition, user_id, future, started = item
+            if future.is_done and future.succeeded():
+                done.setdefault(partition, []).append(user_id)
+            elif future.is_done or started < deadline:
+                self._unpublished.setdefault(partition, set()).add(user_id)
+                failed += 1
+            else:
+                keep.append(item)
+        self._inflight = keep
+        for partition, users in done.items():
+            self.metrics.published.inc(len(users))
             part = self.store.partitions.get(partition)
-            done = [u for u, f in futures if f.is_done and f.succeeded()]
-            failed = {u for u, f in futures if not (f.is_done and f.succeeded())}
-            self.metrics.published.inc(len(done))
-            pending = self._unpublished.setdefault(partition, set())
-            pending.difference_update(done)
-            pending.update(failed)
             if part is not None:
-                part.mark_published(done)
+                part.mark_published(users)
+        if failed:
+            self._publish_failed(f"{failed} updates failed or timed out")
+
+    def _publish_failed(self, error) -> None:
+        self.metrics.publish_failures.inc()
+        logger.warning(
+            "Sequence updates not confirmed; they are sent again with the next "
+            "batch topic=%s error=%s",
+            self.settings.sequences_topic,
+            error,
+        )
 
     def _same_partition_count(self) -> bool:
         # Sending each update to its source partition saves the key hashing;
@@ -426,19 +441,18 @@ class IngestApp:
 
     # -- Kafka offsets --------------------------------------------------------
 
-    def _commit_kafka(self, results=None, sync=False) -> None:
-        if results is None:
-            offsets = {
-                TopicPartition(self.settings.events_topic, n): p.next_offset
-                for n, p in self.store.partitions.items()
-                if p.next_offset is not None
-            }
-        else:
-            offsets = {
-                TopicPartition(self.settings.events_topic, n): r.next_offset
-                for n, r in results.items()
-                if r.next_offset is not None
-            }
+    def _commit_kafka(self, sync: bool = False) -> None:
+        """Commit the stored offsets of the owned partitions to Kafka.
+
+        Note: only for lag monitoring and for consumers without this state;
+        the store's offsets decide where this consumer resumes.
+        """
+        self._kafka_committed_at = time.monotonic()
+        offsets = {
+            TopicPartition(self.settings.events_topic, n): p.next_offset
+            for n, p in self.store.partitions.items()
+            if p.next_offset is not None
+        }
         if not offsets:
             return
         meta = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
@@ -474,6 +488,9 @@ class IngestApp:
                 self._commit_kafka()
             except Exception as exc:  # a rebalance must go on regardless
                 logger.debug("Commit on revocation failed error=%s", exc)
+        self._reap_publications()  # confirmed ones clear their marks first
+        gone = {tp.partition for tp in mine}
+        self._inflight = [i for i in self._inflight if i[0] not in gone]
         for tp in mine:
             self._to_open.discard(tp)
             self.store.revoke(tp.partition)

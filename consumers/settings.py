@@ -53,6 +53,9 @@ class IngestSettings(BaseSettings):
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     max_poll_records: int = Field(2_000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(200, ge=1, le=60_000)
+    kafka_commit_interval_s: float = Field(
+        1.0, ge=0, description="how often stored offsets are committed to Kafka"
+    )
     produce_timeout_s: float = Field(
         30.0, gt=0, description="wait for DLQ and sequence sends per batch"
     )

@@ -15,9 +15,10 @@ key                    value
 ``m:meta``             JSON ``{"format": 1, "topic": ..., "partition": ...}``
 ``m:offset``           next offset to read, 8-byte big-endian
 ``m:users``            number of users stored, 8-byte big-endian
-``m:dedup_next``       sequence number of the next de-dup entry, 8-byte BE
+``m:dedup_next``       number of the next de-dup chunk, 8-byte BE
 ``s:<user_id>``        JSON ``[version, last_offset, [item ids], [event ms]]``
-``q:<n, 8-byte BE>``   the ``event_id`` of the n-th de-dup entry
+``q:<n, 8-byte BE>``   JSON list of the ``event_id`` values of the n-th
+                       committed batch (a de-dup chunk)
 ``o:<user_id>``        empty; the user's sequence changed and its
                        publication on ``elcrec.sequences`` is unconfirmed
 =====================  ======================================================
@@ -103,7 +104,9 @@ class StoreOptions:
     Attributes:
         max_sequence_length: items kept per user (the newest by event time).
         dedup_window: ``event_id`` values remembered per partition for
-            de-duplication; memory is about 150 bytes per entry. 0 disables.
+            de-duplication: at least the last ``dedup_window`` ids, at most
+            one batch more (whole batches are forgotten at once); memory is
+            about 150 bytes per id. 0 disables.
         counted_event_types: event types appended to sequences; others are
             consumed and ignored.
         sync_writes: fsync the write-ahead log on every commit. Without it a
@@ -196,15 +199,17 @@ class PartitionStore:
         raw = self._db.get(USERS_KEY)
         self._users = _from_u64(raw) if raw is not None else 0
 
-        # The de-dup window: event ids in arrival order, and id -> entry number.
+        # The de-dup window: chunks of event ids (one per committed batch) in
+        # commit order, and id -> chunk number.
         raw = self._db.get(DEDUP_NEXT_KEY)
         self._dedup_next = _from_u64(raw) if raw is not None else 0
-        self._dedup_order: deque[str] = deque()
+        self._dedup_chunks: deque[tuple[int, list[str]]] = deque()
         self._dedup_ids: dict[str, int] = {}
         for key, value in self._scan(DEDUP_PREFIX):
-            event_id = value.decode()
-            self._dedup_order.append(event_id)
-            self._dedup_ids[event_id] = _from_u64(key[2:])
+            number, ids = _from_u64(key[2:]), json.loads(value)
+            self._dedup_chunks.append((number, ids))
+            self._dedup_ids.update(dict.fromkeys(ids, number))
+        self._dedup_held = len(self._dedup_ids)
 
         # Outbox marks confirmed since the last commit, deleted by the next.
         self._published: set[str] = set()
@@ -284,7 +289,7 @@ class PartitionStore:
 
     @property
     def dedup_size(self) -> int:
-        return len(self._dedup_order)
+        return self._dedup_held
 
     def get(self, user_id: str) -> Sequence | None:
         """The committed sequence of ``user_id``, or None."""
@@ -362,27 +367,46 @@ class PartitionStore:
         self._db.close()
         self._db = None
 
+    def _dedup_commit(self, batch: WriteBatch, new_ids: list[str]) -> list:
+        """Add this batch's ids as one chunk and forget the oldest chunks
+        beyond the window; returns the in-memory changes to make once the
+        batch is written."""
+        window = self.options.dedup_window
+        number = self._dedup_next
+        chunks = list(self._dedup_chunks)
+        held = self._dedup_held
+        if new_ids:
+            batch.put(
+                DEDUP_PREFIX + _u64(number),
+                json.dumps(new_ids, separators=(",", ":"), ensure_ascii=False).encode(),
+            )
+            batch.put(DEDUP_NEXT_KEY, _u64(number + 1))
+            chunks.append((number, new_ids))
+            held += len(new_ids)
+        evicted = 0
+        while evicted < len(chunks) and held - len(chunks[evicted][1]) >= window:
+            held -= len(chunks[evicted][1])
+            batch.delete(DEDUP_PREFIX + _u64(chunks[evicted][0]))
+            evicted += 1
+        return [new_ids, number, evicted]
+
     # Called by Transaction.commit() once the batch is written.
-    def _committed(
-        self,
-        next_offset: int | None,
-        new_users: int,
-        new_ids: list[str],
-        evicted: int,
-        dedup_next: int,
-    ) -> None:
+    def _committed(self, next_offset: int | None, new_users: int, dedup) -> None:
         if next_offset is not None:
             self._next_offset = next_offset
         self._users += new_users
-        for i, event_id in enumerate(new_ids):
-            self._dedup_order.append(event_id)
-            self._dedup_ids[event_id] = dedup_next - len(new_ids) + i
+        new_ids, number, evicted = dedup
+        if new_ids:
+            self._dedup_chunks.append((number, new_ids))
+            self._dedup_ids.update(dict.fromkeys(new_ids, number))
+            self._dedup_held += len(new_ids)
+            self._dedup_next = number + 1
         for _ in range(evicted):
-            gone = self._dedup_order.popleft()
-            number = self._dedup_ids.get(gone)
-            if number is not None and number < dedup_next - self.options.dedup_window:
-                del self._dedup_ids[gone]
-        self._dedup_next = dedup_next
+            gone, ids = self._dedup_chunks.popleft()
+            self._dedup_held -= len(ids)
+            for event_id in ids:
+                if self._dedup_ids.get(event_id) == gone:
+                    del self._dedup_ids[event_id]
 
 
 @dataclass(slots=True)
@@ -427,6 +451,12 @@ class Transaction:
         self._counts: dict[Outcome, int] = {}
         self._next_offset = part.next_offset
         self._done = False
+        self._applied = 0
+        opts = part.options
+        self._dedup = opts.dedup_window > 0
+        self._seen_ids = part._dedup_ids
+        self._counted = opts.counted_event_types
+        self._limit = opts.max_sequence_length
 
     @property
     def next_offset(self) -> int | None:
@@ -454,38 +484,41 @@ class Transaction:
         Returns:
             What happened to the event.
         """
+        # Hot path (once per event): attribute look-ups are kept local.
         if offset is not None:
-            if not self.advance(offset):
+            if self._next_offset is not None and offset < self._next_offset:
                 return self._count(Outcome.REPLAYED)
+            self._next_offset = offset + 1
         else:
             offset = self._next_offset - 1 if self._next_offset else -1
 
         # De-duplicate every valid event, counted type or not.
-        opts = self._part.options
-        if opts.dedup_window:
+        if self._dedup:
             event_id = event.event_id
-            if event_id in self._new_id_set or event_id in self._part._dedup_ids:
+            if event_id in self._new_id_set or event_id in self._seen_ids:
                 return self._count(Outcome.DUPLICATE)
             self._new_ids.append(event_id)
             self._new_id_set.add(event_id)
 
-        if event.event_type not in opts.counted_event_types:
+        if event.event_type not in self._counted:
             return self._count(Outcome.IGNORED)
 
-        seq = self._load(event.user_id)
-        limit = opts.max_sequence_length
-        at = bisect.bisect_right(seq.ts, event.ts)
-        if at == 0 and len(seq.ts) >= limit:
+        seq = self._pending.get(event.user_id) or self._load(event.user_id)
+        ts = seq.ts
+        limit = self._limit
+        at = bisect.bisect_right(ts, event.ts)
+        if at == 0 and len(ts) >= limit:
             return self._count(Outcome.STALE)
         seq.items.insert(at, event.item_id)
-        seq.ts.insert(at, event.ts)
-        if len(seq.items) > limit:
-            del seq.items[: len(seq.items) - limit]
-            del seq.ts[: len(seq.ts) - limit]
+        ts.insert(at, event.ts)
+        if len(ts) > limit:
+            del seq.items[: len(ts) - limit]
+            del ts[: len(ts) - limit]
         seq.version += 1
         seq.last_offset = offset
         seq.changed = True
-        return self._count(Outcome.APPLIED)
+        self._applied += 1
+        return Outcome.APPLIED
 
     def get(self, user_id: str) -> Sequence | None:
         """The user's sequence including this transaction's changes."""
@@ -551,19 +584,7 @@ class Transaction:
                 user_id, seq.version, seq.last_offset, tuple(seq.items), tuple(seq.ts)
             )
 
-        # De-dup ring: append the new ids, drop the ones falling out of the
-        # window (a batch larger than the window drops some of its own).
-        dedup_next = part._dedup_next
-        for event_id in self._new_ids:
-            batch.put(DEDUP_PREFIX + _u64(dedup_next), event_id.encode())
-            dedup_next += 1
-        window = opts.dedup_window
-        held = len(part._dedup_order) + len(self._new_ids)
-        evicted = max(0, held - window)
-        for number in range(dedup_next - held, dedup_next - held + evicted):
-            batch.delete(DEDUP_PREFIX + _u64(number))
-        if self._new_ids:
-            batch.put(DEDUP_NEXT_KEY, _u64(dedup_next))
+        dedup = part._dedup_commit(batch, self._new_ids)
         if new_users:
             batch.put(USERS_KEY, _u64(part._users + new_users))
         if self._next_offset is not None and self._next_offset != part.next_offset:
@@ -574,11 +595,12 @@ class Transaction:
         committed_at = int(time.time() * 1000)
 
         part._published = set()
-        part._committed(
-            self._next_offset, new_users, self._new_ids, evicted, dedup_next
-        )
+        part._committed(self._next_offset, new_users, dedup)
         self._finish()
-        return CommitResult(touched, dict(self._counts), part.next_offset, committed_at)
+        counts = dict(self._counts)
+        if self._applied:
+            counts[Outcome.APPLIED] = self._applied
+        return CommitResult(touched, counts, part.next_offset, committed_at)
 
     def abort(self) -> None:
         """Discard the transaction."""

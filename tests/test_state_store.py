@@ -98,9 +98,10 @@ def test_dedup_window_is_bounded_and_survives_reopen(tmp_path):
     opts = StoreOptions(dedup_window=3)
     with SequenceStore(tmp_path, TOPIC, opts) as store:
         part = store.assign(0)
-        with part.begin() as tx:
-            for n in range(5):
+        for n in range(5):
+            with part.begin() as tx:
                 tx.apply(ev(n), offset=n)
+        with part.begin() as tx:
             assert tx.apply(ev(4), offset=5) is Outcome.DUPLICATE
         assert part.dedup_size == 3
     with SequenceStore(tmp_path, TOPIC, opts) as store:
@@ -109,8 +110,22 @@ def test_dedup_window_is_bounded_and_survives_reopen(tmp_path):
         with part.begin() as tx:
             assert tx.apply(ev(2), offset=6) is Outcome.DUPLICATE  # in window
             assert tx.apply(ev(0), offset=7) is Outcome.APPLIED  # fell out
-        assert part.dedup_size == 3
         assert store.get("u1").version == 6
+
+
+def test_dedup_forgets_whole_batches_only(tmp_path):
+    with SequenceStore(tmp_path, TOPIC, StoreOptions(dedup_window=3)) as store:
+        part = store.assign(0)
+        with part.begin() as tx:  # one batch of 5 ids stays whole
+            for n in range(5):
+                tx.apply(ev(n), offset=n)
+        assert part.dedup_size == 5
+        with part.begin() as tx:
+            assert tx.apply(ev(0), offset=5) is Outcome.DUPLICATE
+            tx.apply(ev(10), offset=6)
+            tx.apply(ev(11), offset=7)
+            tx.apply(ev(12), offset=8)
+        assert part.dedup_size == 3  # the first batch is forgotten
 
 
 def test_outbox_marks_users_until_published(tmp_path):
