@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from elcrec.commands.train import parse_overrides  # noqa: E402
 from elcrec.data import load_sequences  # noqa: E402
 from elcrec.model import ELCRecConfig  # noqa: E402
 from elcrec.offline import (  # noqa: E402
@@ -68,8 +69,10 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     data = load_sequences(args.data)
     cfg = ELCRecConfig.preset(args.preset)
+    overrides = parse_overrides(args.set)
     if args.pooling:
-        cfg = ELCRecConfig.from_dict({**cfg.to_dict(), "pooling": args.pooling})
+        overrides["pooling"] = args.pooling
+    cfg = ELCRecConfig.from_dict({**cfg.to_dict(), **overrides})
     split = LeaveOneOut.from_sequences(data, cfg.block_size)
     header = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -91,7 +94,8 @@ def main(argv=None) -> int:
 
     if args.model == "sasrec":
         cfg = cfg.sasrec()
-    name = args.name or f"{args.model}-{cfg.pooling}-seed{args.seed}"
+    tag = "".join(f"-{item}" for item in args.set)
+    name = args.name or f"{args.model}-{cfg.pooling}{tag}-seed{args.seed}"
     out = ROOT / "runs" / name
     tcfg = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed)
     if args.resume and (out / "last.pt").is_file():

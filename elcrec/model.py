@@ -53,6 +53,9 @@ class ELCRecConfig:
     prototype: str = "shift"  # "shift" adds the nearest center, "concat" appends it
     # losses
     rec_loss: str = "bce"  # "bce": one sampled negative (the paper); "ce": full softmax
+    # "all": pull every sequence vector towards every center (the paper);
+    # "nearest": towards its own nearest center only (k-means' objective)
+    clu_pull: str = "all"
     clu_weight: float = 1.0  # lambda of the clustering loss (10 for Beauty)
     seqcl_weight: float = 0.1
     intentcl_weight: float = 0.1
@@ -88,6 +91,7 @@ class ELCRecConfig:
         check(self.pooling in ("all", "real"), "pooling", "'all' or 'real'")
         check(self.prototype in ("shift", "concat"), "prototype", "'shift' or 'concat'")
         check(self.rec_loss in ("bce", "ce"), "rec_loss", "'bce' or 'ce'")
+        check(self.clu_pull in ("all", "nearest"), "clu_pull", "'all' or 'nearest'")
 
     @property
     def uses_intents(self) -> bool:
@@ -461,8 +465,14 @@ class ELCRec(nn.Module):
     def clustering_loss(self, z: torch.Tensor) -> torch.Tensor:
         """L_clu = pull - push on unit vectors z (B, C) and the centers (K, C).
 
-        pull = mean over all (b, k) of ||z_b - c_k||^2;
+        pull = mean over all (b, k) of ||z_b - c_k||^2 (``clu_pull="all"``, the
+        paper) or mean over b of ||z_b - c_k*(b)||^2 (``clu_pull="nearest"``);
         push = mean over distinct pairs j != k of ||c_j - c_k||^2.
+
+        Note: the paper's "all" pull depends on z only through the batch mean
+        of z, so on its own it draws every sequence vector towards the mean
+        center, not towards its own intent; the contrastive terms and the rec
+        loss are what keep the vectors apart.
         Both reduce to sums of norms and of one vector sum, so no (B, K) or
         (K, K) distance matrix is built: sum_{b,k} ||z_b - c_k||^2
         = K sum ||z_b||^2 + B sum ||c_k||^2 - 2 (sum z_b).(sum c_k).
@@ -470,7 +480,11 @@ class ELCRec(nn.Module):
         c = self.centers
         B, K = z.shape[0], c.shape[0]
         zz, cc = (z * z).sum(), (c * c).sum()
-        pull = (K * zz + B * cc - 2 * z.sum(0) @ c.sum(0)) / (B * K)
+        if self.config.clu_pull == "all":
+            pull = (K * zz + B * cc - 2 * z.sum(0) @ c.sum(0)) / (B * K)
+        else:
+            own = c[self.nearest_center(z.detach())]  # (B, C)
+            pull = ((z - own) ** 2).sum(-1).mean()
         if K > 1:
             c_sum = c.sum(0)
             push = (2 * K * cc - 2 * c_sum @ c_sum) / (K * (K - 1))
