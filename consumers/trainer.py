@@ -240,6 +240,7 @@ class TrainerLoop:
         self.versions_published = 0
         self.records_learned = 0
         self.last_version: str | None = None
+        self.last_report = None
 
         path = settings.checkpoint_path
         if path.exists():
@@ -338,7 +339,7 @@ class TrainerLoop:
         if not updates:
             return 0
 
-        report = self.trainer.learn_many(updates)
+        report = self.last_report = self.trainer.learn_many(updates)
         self._report(report, time.monotonic() - t0, oldest)
         self.maybe_checkpoint()
         self.maybe_publish()

@@ -117,7 +117,7 @@ class StepReport:
     new_items: int = 0
     recycled_items: int = 0
     assignments: list[int] = field(default_factory=list)
-    hits: list[float] = field(default_factory=list)
+    ranks: list[int] = field(default_factory=list)
 
 
 class SlidingMetrics:
@@ -315,7 +315,7 @@ class OnlineTrainer:
         # -- test: predict each new event from the events before it
         ranks = self._prequential(rows, n_eval)
         self.metrics.update(ranks)
-        report.hits.extend(float(r < 20) for r in ranks)
+        report.ranks.extend(ranks)
         report.events += sum(u.n_new for u in updates)
         self.events_seen += sum(u.n_new for u in updates)
 
@@ -388,11 +388,15 @@ class OnlineTrainer:
 
     @torch.no_grad()
     def _prequential(self, rows: list[list[int]], n_new: list[int]) -> list[int]:
-        """0-based rank of each new event's item among all items, seen excluded."""
+        """0-based rank of each new event's item among all items, seen excluded.
+
+        A user's first event is predicted from the empty sequence, as a
+        popularity baseline would.
+        """
         T = self.block_size
         prefixes, targets = [], []
         for r, n in zip(rows, n_new, strict=True):
-            for j in range(max(1, len(r) - n), len(r)):
+            for j in range(len(r) - n, len(r)):
                 self._eval_counter += 1
                 if self._eval_counter % self.config.eval_every:
                     continue

@@ -60,7 +60,8 @@ class MostPopular(_Baseline):
         return self.counts
 
     def learn_one(self, history, item):
-        self.counts[self._row(item)] += 1.0
+        row = self._row(item)  # may grow self.counts: look it up first
+        self.counts[row] += 1.0
 
 
 class RecentPopular(_Baseline):
@@ -80,7 +81,8 @@ class RecentPopular(_Baseline):
         if self.t * self.log_growth > 50:
             self.counts *= math.exp(-self.t * self.log_growth)
             self.t = 0
-        self.counts[self._row(item)] += math.exp(self.t * self.log_growth)
+        row = self._row(item)
+        self.counts[row] += math.exp(self.t * self.log_growth)
 
 
 class Transitions(_Baseline):

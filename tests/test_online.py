@@ -68,16 +68,17 @@ def test_growing_the_item_table_keeps_rows_and_optimizer_moments():
 def test_prequential_ranks_are_taken_before_learning():
     trainer = OnlineTrainer(SMALL, OnlineConfig(replay_per_step=0, metrics_window=10))
     report = trainer.learn_many([SequenceUpdate("u", ["a", "b"], n_new=2)])
-    # Only "b" has a prefix; "a" was unseen by the model except as input, and
-    # "b" is among 2 known items with "a" excluded as seen: rank 0, a hit.
+    # "a" is predicted from the empty sequence, "b" after "a"; with two known
+    # items and "a" excluded as seen, "b" ranks first.
     assert report.events == 2
-    assert trainer.metrics.count == 1
+    assert trainer.metrics.count == 2
+    assert report.ranks[1] == 0
     assert trainer.live_metrics()["hr@5"] == 1.0
 
     # A repeated item is a miss: seen items are excluded.
-    trainer.learn_many([SequenceUpdate("u", ["a", "b", "a"], n_new=1)])
-    assert trainer.metrics.count == 2
-    assert trainer.live_metrics()["hr@20"] == 0.5
+    report = trainer.learn_many([SequenceUpdate("u", ["a", "b", "a"], n_new=1)])
+    assert report.ranks == [MISS]
+    assert trainer.live_metrics()["hr@20"] == pytest.approx(2 / 3)
 
 
 def test_continual_model_learns_planted_intents_better_than_popularity():

@@ -83,33 +83,26 @@ def main(args: argparse.Namespace) -> int:
 
 def input_events(args) -> list[dict]:
     """Events of ``--data`` or the synthetic stream, in wire-schema dicts."""
+    from elcrec.stream.replay import ReplayOptions, iter_events, load_interactions
+
     if args.data:
-        from elcrec.data import read_interactions
-
-        name = Path(args.data).name
-        events = [
-            {
-                "event_id": f"{name}-{n}",
-                "user_id": e.user,
-                "item_id": e.item,
-                "event_type": "click",
-                "ts": int(e.ts * 1000),
-            }
-            for n, e in enumerate(read_interactions(args.data, args.format))
-        ]
+        interactions = load_interactions(args.data, args.format)
+        prefix = Path(args.data).stem
     else:
-        from elcrec.synthetic import SyntheticClickstream
-
-        n_users = args.synthetic_users
-        stream = SyntheticClickstream(
-            n_users=n_users,
-            n_items=args.synthetic_items,
-            shift_at=int(args.synthetic_shift * n_users * 30)
-            if args.synthetic_shift
-            else None,
+        n_events = args.synthetic_users * 30
+        shift = int(args.synthetic_shift * n_events) if args.synthetic_shift else None
+        interactions = load_interactions(
+            "synthetic",
+            synthetic=dict(
+                n_users=args.synthetic_users,
+                n_items=args.synthetic_items,
+                events_per_user=30,
+                shift_at=shift,
+            ),
         )
-        events = list(stream.events())
-    return events[: args.limit] if args.limit else events
+        prefix = "synthetic"
+    options = ReplayOptions(limit=args.limit, id_prefix=prefix)
+    return list(iter_events(interactions, options))
 
 
 def run_embedded(args) -> dict:
@@ -256,7 +249,7 @@ def run_kafka(args) -> int:
     procs["trainer"] = subprocess.Popen(trainer_cmd, env=env)
     if args.replay:
         replay_cmd = [*exe, "replay", "--kafka", args.kafka]
-        replay_cmd += ["--data", args.data] if args.data else ["--synthetic"]
+        replay_cmd += ["--data", args.data or "synthetic"]
         if args.limit:
             replay_cmd += ["--limit", str(args.limit)]
         procs["replay"] = subprocess.Popen(replay_cmd, env=env)

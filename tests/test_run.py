@@ -1,0 +1,94 @@
+"""``elcrec run``: the whole job, embedded (no broker) and against Kafka."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from elcrec.publish import latest_version, read_model
+
+ELCREC = [sys.executable, "-m", "elcrec.cli"]
+
+
+def run(*args, timeout=600, env=None):
+    done = subprocess.run(
+        [*ELCREC, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_embedded_run_publishes_a_model_a_fresh_process_can_load(tmp_path):
+    work = tmp_path / "work"
+    done = run("run", "--work-dir", str(work), "--limit", "3000", "--no-progress")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["mode"] == "embedded"
+    assert summary["events"] == 3000
+    assert summary["versions_published"] >= 1
+    assert 0.0 <= summary["live_hr@20"] <= 1.0
+
+    models = work / "trainer" / "models"
+    manifest, _, vocab, _ = read_model(models / latest_version(models))
+    assert manifest.events_seen == 3000 and len(vocab) > 100
+
+    # A downstream process loads the model and recommends.
+    code = (
+        "import json, sys; from elcrec import Recommender;"
+        f"r = Recommender.latest({str(models)!r});"
+        "print(json.dumps([r.version, r.recommend(['i1', 'i9'], k=5), r.intent(['i1'])]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    version, top, (intent, weight) = json.loads(out.stdout)
+    assert version == manifest.version
+    assert len(top) == 5 and {"i1", "i9"}.isdisjoint(i for i, _ in top)
+    assert 0 <= intent < 64 and -1.0 <= weight <= 1.0
+
+
+def test_embedded_run_resumes_where_it_stopped(tmp_path):
+    work = tmp_path / "work"
+    run("run", "--work-dir", str(work), "--limit", "1000", "--no-progress")
+    done = run("run", "--work-dir", str(work), "--limit", "1600", "--no-progress")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    # The second run learns only the 600 new events: 1600 in all, none twice.
+    assert summary["events"] == 1600
+    assert summary["last_version"] == "v000002"
+
+
+def test_embedded_run_on_a_real_data_file(tmp_path, shared_data):
+    done = run(
+        "run",
+        "--work-dir",
+        str(tmp_path),
+        "--data",
+        str(shared_data / "ml-100k.inter"),
+        "--limit",
+        "2000",
+        "--no-progress",
+    )
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["events"] == 2000 and summary["input"].endswith("ml-100k.inter")
+
+
+def test_a_bad_data_file_fails_with_its_name_and_line(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n2\n")
+    done = subprocess.run(
+        [*ELCREC, "run", "--work-dir", str(tmp_path / "w"), "--data", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "bad.txt:2: user '2' has no items" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "train", "evaluate", "replay", "ingest", "trainer", "topics"]
+)
+def test_every_subcommand_has_help(command):
+    done = run(command, "--help")
+    assert "usage: elcrec" in done.stdout
