@@ -301,28 +301,65 @@ def test_consumer_resumes_by_itself_after_the_broker_restarts(
         rng = random.Random(5)
         events = [
             event(n, f"u{rng.randrange(40)}", f"i{rng.randrange(100)}", T0 + n)
-            for n in range(4000)
+            for n in range(6000)
         ]
+        state = tmp_path / "state"
         settings = ingest_settings(
-            address, topic, make_group(), tmp_path / "state", produce_timeout_s=5
+            address, topic, make_group(), state, max_poll_records=50, sync_writes=True
         )
+        produce(address, topic, events[:4000])
         with running_ingest(settings) as app:
-            produce(address, topic, events[:2000])
-            wait_until(
-                lambda: stored_offsets_total(tmp_path / "state", topic) == 2000, 30
-            )
-            broker.stop()
+            # Kill the broker (SIGKILL, so it is gone at once) in the middle
+            # of the backlog, then bring the same broker back.
+            wait_until(lambda: stored_offsets_total(state, topic) >= 500, 30)
+            broker.kill()
+            assert stored_offsets_total(state, topic) < 4000
             time.sleep(2)
             broker.start()
-            produce(address, topic, events[2000:])
+            produce(address, topic, events[4000:])
             wait_until(
-                lambda: stored_offsets_total(tmp_path / "state", topic) == 4000,
+                lambda: stored_offsets_total(state, topic) == 6000,
                 90,
                 what="ingest after the broker restart",
             )
             assert app.running.is_set()
-        assert store_contents(tmp_path / "state", topic) == expected_sequences(
-            events, 50
-        )
+            # Updates that failed while the broker was away are sent again.
+            wait_until(lambda: not any(app._unpublished.values()), 30)
+        assert store_contents(state, topic) == expected_sequences(events, 50)
+        best, _ = latest_updates(address, topic, 40)
+        counts = Counter(e["user_id"] for e in events)
+        assert {u: b.version for u, b in best.items()} == dict(counts)
     finally:
         broker.cleanup()
+
+
+def test_busy_user_costs_one_update_per_batch_and_duplicates_apply_once(
+    bootstrap, ingest_topics, make_group, tmp_path
+):
+    topic = ingest_topics(partitions=1)
+    events = [event(n, "busy", f"i{n}", T0 + n) for n in range(1500)]
+    events += [event(n, "calm", f"c{n}", T0 + n) for n in range(2000, 2003)]
+    # A producer retry: the same events again, with the same event ids.
+    produce(bootstrap, topic, events + events[:100])
+
+    settings = ingest_settings(
+        bootstrap, topic, make_group(), tmp_path, max_poll_records=1000
+    )
+    with running_ingest(settings) as app:
+        wait_until(lambda: stored_offsets_total(tmp_path, topic) == 1603, 30)
+        wait_until(lambda: app.metrics.published._value.get() >= 3, 10)
+        duplicates = app.metrics.duplicates._value.get()
+        batches = sum(
+            s.value
+            for metric in app.metrics.batch_records.collect()
+            for s in metric.samples
+            if s.name.endswith("_count")
+        )
+
+    assert duplicates == 100
+    stored = store_contents(tmp_path, topic)
+    assert stored == expected_sequences(events, 50)
+    _, copies = latest_updates(bootstrap, topic, 3)
+    busy = [v for (user, v) in copies if user == "busy"]
+    assert 1 <= len(busy) <= batches <= 4  # not one per event
+    assert max(busy) == 1500
