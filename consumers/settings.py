@@ -51,7 +51,7 @@ class IngestSettings(BaseSettings):
     session_timeout_ms: int = Field(45_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
-    max_poll_records: int = Field(2_000, ge=1, le=100_000)
+    max_poll_records: int = Field(5_000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(200, ge=1, le=60_000)
     kafka_commit_interval_s: float = Field(
         1.0, ge=0, description="how often stored offsets are committed to Kafka"
