@@ -58,6 +58,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a model config field (repeatable)",
+    )
+    p.add_argument(
         "--name", default=None, help="run name (default: model-pooling-seed)"
     )
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")

@@ -56,6 +56,10 @@ class ELCRecConfig:
     # "all": pull every sequence vector towards every center (the paper);
     # "nearest": towards its own nearest center only (k-means' objective)
     clu_pull: str = "all"
+    # similarity of the flattened (T * C) views in the sequence-level contrast:
+    # "dot" (the paper's code) or "cosine" (unit vectors; scale-free, so the
+    # term cannot dominate the others through the states' norm)
+    seqcl_similarity: str = "dot"
     clu_weight: float = 1.0  # lambda of the clustering loss (10 for Beauty)
     seqcl_weight: float = 0.1
     intentcl_weight: float = 0.1
@@ -92,6 +96,11 @@ class ELCRecConfig:
         check(self.prototype in ("shift", "concat"), "prototype", "'shift' or 'concat'")
         check(self.rec_loss in ("bce", "ce"), "rec_loss", "'bce' or 'ce'")
         check(self.clu_pull in ("all", "nearest"), "clu_pull", "'all' or 'nearest'")
+        check(
+            self.seqcl_similarity in ("dot", "cosine"),
+            "seqcl_similarity",
+            "'dot' or 'cosine'",
+        )
 
     @property
     def uses_intents(self) -> bool:
@@ -422,6 +431,8 @@ class ELCRec(nn.Module):
             else:
                 hv = torch.cat([h_views, c_pos], dim=-1)  # (2B, T, 2C)
             flat = hv.reshape(2 * B, -1)  # (2B, T*C')
+            if cfg.seqcl_similarity == "cosine":
+                flat = F.normalize(flat, dim=1)
             out["seqcl"] = info_nce(flat[:B], flat[B:], cfg.temperature)
         else:
             out["seqcl"] = zero

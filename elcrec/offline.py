@@ -335,7 +335,7 @@ class OfflineTrainer:
         )
         total = losses["total"]
         if not torch.isfinite(total):
-            values = {k: float(v) for k, v in losses.items()}
+            values = {k: float(v.detach()) for k, v in losses.items()}
             raise TrainingError(
                 f"non-finite loss at epoch {self.epoch + 1} step {self.step_count}: "
                 f"{values}; lower --lr or the loss weights"
