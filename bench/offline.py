@@ -120,6 +120,8 @@ def main(argv=None) -> int:
             "valid_ndcg@20": round(h["valid"]["ndcg@20"], 4),
             "train_s": round(h["train_s"], 1),
             "eval_s": round(h["eval_s"], 1),
+            "train_cpu_s": round(h.get("train_cpu_s", 0.0), 1),
+            "eval_cpu_s": round(h.get("eval_cpu_s", 0.0), 1),
             "best_epoch": trainer.best_epoch,
         }
         print(json.dumps(line), flush=True)
@@ -142,6 +144,8 @@ def main(argv=None) -> int:
         "epochs": trainer.epoch,
         "train_s_per_epoch": sum(h["train_s"] for h in hist) / len(hist),
         "eval_s_per_epoch": sum(h["eval_s"] for h in hist) / len(hist),
+        "train_cpu_s_per_epoch": sum(h.get("train_cpu_s", 0) for h in hist) / len(hist),
+        "eval_cpu_s_per_epoch": sum(h.get("eval_cpu_s", 0) for h in hist) / len(hist),
         "wall_s": time.perf_counter() - t_start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

@@ -398,9 +398,9 @@ class OfflineTrainer:
         cfg = self.config
         t_fit = time.perf_counter()
         while self.epoch < cfg.epochs and self.bad_epochs < cfg.patience:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             losses = self.train_epoch(progress)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             valid = self.evaluate("valid")
             t2 = time.perf_counter()
             record = {
@@ -409,6 +409,9 @@ class OfflineTrainer:
                 "valid": valid,
                 "train_s": t1 - t0,
                 "eval_s": t2 - t1,
+                # CPU seconds of this process: comparable on a shared machine
+                "train_cpu_s": c1 - c0,
+                "eval_cpu_s": time.process_time() - c1,
             }
             self.history.append(record)
             improved = valid[METRIC] > self.best_metric
