@@ -93,11 +93,15 @@ class TrainerSettings(BaseSettings):
     block_size: int | None = Field(50, ge=2, le=1000)
     dropout: float | None = Field(0.2, ge=0, lt=1)
     clu_weight: float | None = Field(1.0, ge=0)
+    rec_loss: str | None = Field(
+        None, pattern="^(bce|ce)$", description="bce (the paper) or ce (full softmax)"
+    )
     device: str = "cpu"
     seed: int = 0
 
     # -- learning -------------------------------------------------------------
     fresh_per_step: int = Field(256, ge=1)
+    steps_per_batch: int = Field(1, ge=1, le=100)
     replay_per_step: int = Field(128, ge=0)
     replay_size: int = Field(20_000, ge=1)
     vocab_capacity: int = Field(200_000, ge=2)
@@ -278,7 +282,7 @@ class TrainerLoop:
         s = self.settings
         overrides = {
             k: getattr(s, k)
-            for k in ("n_layer", "n_intents", "block_size", "clu_weight")
+            for k in ("n_layer", "n_intents", "block_size", "clu_weight", "rec_loss")
             if getattr(s, k) is not None
         }
         if s.dropout is not None:
@@ -290,6 +294,7 @@ class TrainerLoop:
         )
         online = OnlineConfig(
             fresh_per_step=s.fresh_per_step,
+            steps_per_batch=s.steps_per_batch,
             replay_per_step=s.replay_per_step,
             replay_size=s.replay_size,
             vocab_capacity=s.vocab_capacity,

@@ -51,6 +51,8 @@ class OnlineConfig:
     Attributes:
         fresh_per_step: most fresh sequences in one mini-batch; more fresh
             updates than this are split over several steps.
+        steps_per_batch: optimizer steps per mini-batch of fresh sequences,
+            each with its own replay sample (more learning per event).
         replay_per_step: replayed recent sequences added to each mini-batch.
         replay_size: recent user sequences kept for replay (bounded, LRU).
         vocab_capacity: most item rows; beyond it the least recently seen
@@ -64,6 +66,7 @@ class OnlineConfig:
     """
 
     fresh_per_step: int = 256
+    steps_per_batch: int = 1
     replay_per_step: int = 128
     replay_size: int = 20_000
     vocab_capacity: int = 200_000
@@ -77,6 +80,7 @@ class OnlineConfig:
     def __post_init__(self):
         positive = (
             "fresh_per_step",
+            "steps_per_batch",
             "replay_size",
             "vocab_capacity",
             "metrics_window",
@@ -321,10 +325,11 @@ class OnlineTrainer:
 
         # -- train: fresh sequences plus a replay sample of recent ones
         fresh_users = {u.user for u in updates}
-        replayed = self._replay_sample(fresh_users)
-        train_rows = [r for r in rows if len(r) >= 2] + replayed
-        if train_rows:
-            self._train_step(train_rows, report)
+        fresh_rows = [r for r in rows if len(r) >= 2]
+        for _ in range(self.config.steps_per_batch):
+            train_rows = fresh_rows + self._replay_sample(fresh_users)
+            if train_rows:
+                self._train_step(train_rows, report)
 
         # -- remember these sequences for replay, most recent last
         for u in updates:
