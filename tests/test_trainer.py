@@ -62,6 +62,19 @@ def produce(bootstrap, topic, records) -> None:
     producer.close()
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_trainer_left_behind():
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start_trainer(bootstrap, topic, models_topic, work_dir, group, **env_extra):
     env = dict(os.environ, **SMALL, **env_extra)
     env.update(
@@ -87,7 +100,9 @@ def start_trainer(bootstrap, topic, models_topic, work_dir, group, **env_extra):
         group,
     ]
     log = open(Path(work_dir).parent / f"trainer-{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _started.append(proc)
+    return proc
 
 
 def alive(proc) -> bool:
