@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import statistics
@@ -197,10 +198,28 @@ def ingest_loop(bootstrap, topic, n, args) -> tuple[float, dict]:
     return n / elapsed, info
 
 
-def latency_phase(bootstrap, topic, records, args) -> dict:
-    """Produce at a steady rate with send-time stamps; measure send → stored."""
+def paced_producer(bootstrap, topic, records, total, rate) -> None:
+    """Send ``total`` events at ``rate`` per second, each stamped with its
+    send time (runs in a child process)."""
     from kafka import KafkaProducer
 
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    t0 = time.monotonic()
+    for n in range(total):
+        ahead = t0 + n / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        key, value = records[n % len(records)]
+        event = json.loads(value)
+        event["event_id"] = f"lat-{n}"
+        event["ts"] = int(time.time() * 1000)
+        producer.send(topic, key=key, value=json.dumps(event).encode())
+    producer.flush()
+    producer.close()
+
+
+def latency_phase(bootstrap, topic, records, args) -> dict:
+    """Produce at a steady rate with send-time stamps; measure send → stored."""
     from elcrec.consumers.ingest import IngestApp
 
     latencies: list[float] = []
@@ -233,24 +252,20 @@ def latency_phase(bootstrap, topic, records, args) -> dict:
             time.sleep(0.05)  # joined and assigned
         time.sleep(0.5)
 
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-        t0 = time.monotonic()
-        for n in range(total):
-            ahead = t0 + n / args.latency_rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-            key, value = records[n % len(records)]
-            event = json.loads(value)
-            event["event_id"] = f"lat-{n}"
-            event["ts"] = int(time.time() * 1000)
-            producer.send(topic, key=key, value=json.dumps(event).encode())
-        producer.flush()
+        # The producer runs in its own process, as producers do, so that it
+        # does not compete with the consumer for this process's GIL.
+        ctx = multiprocessing.get_context("spawn")
+        feeder = ctx.Process(
+            target=paced_producer,
+            args=(bootstrap, topic, records, total, args.latency_rate),
+        )
+        feeder.start()
+        feeder.join()
         deadline = time.monotonic() + 30
         while len(latencies) < total and time.monotonic() < deadline:
             time.sleep(0.05)
         app.stop()
         thread.join(30)
-        producer.close()
 
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive")

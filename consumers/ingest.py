@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
@@ -112,12 +113,17 @@ class IngestApp:
         self._metrics_server = None
         # partition -> users whose current sequence still has to be published
         self._unpublished: dict[int, set[str]] = {}
-        # (partition, user, send future, monotonic send time) not yet confirmed
+        # (partition, user, version, send future, monotonic send time)
         self._inflight: list[tuple] = []
         self._sequence_partitions: int | None = None
         self._events_partitions = -1
         self._lag_at = 0.0
         self._kafka_committed_at = 0.0
+        # The last written batch until its fsync is done: (results, future).
+        self._pending: tuple | None = None
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="elcrec-ingest-sync")
+        # partition -> next offset known durable (what Kafka commits carry)
+        self._durable: dict[int, int] = {}
         self.running = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------
@@ -194,6 +200,10 @@ class IngestApp:
     def _shutdown(self) -> None:
         consumer, producer = self._consumer, self._producer
         try:
+            if producer is not None:
+                self._complete_pending()
+            else:
+                self._complete_pending(publish=False)
             if producer is not None and self.settings.publish_sequences:
                 self._reap_publications(wait_s=self.settings.produce_timeout_s)
                 if any(self._unpublished.values()):
@@ -202,6 +212,7 @@ class IngestApp:
             if consumer is not None:
                 self._commit_kafka(sync=True)
         finally:
+            self._syncer.shutdown()
             self.store.close()
             if consumer is not None:
                 consumer.close(autocommit=False)
@@ -217,12 +228,15 @@ class IngestApp:
     def step(self) -> int:
         """Poll once and process what came; returns the number of records."""
         s = self.settings
+        # With a batch waiting for its fsync, come back quickly to hand it on.
         polled = self._consumer.poll(
-            timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records
+            timeout_ms=5 if self._pending else s.poll_timeout_ms,
+            max_records=s.max_poll_records,
         )
         if self._to_open:
             self._open_assigned()
         if not polled:
+            self._complete_pending()
             if self._inflight or any(self._unpublished.values()):
                 self._publish({})
             self._refresh_gauges()
@@ -259,26 +273,53 @@ class IngestApp:
             time.sleep(1.0)
             return 0
 
-        # Write each partition's batch, then fsync their logs in parallel
-        # (one database per partition; RocksDB releases the GIL meanwhile).
+        # Write each partition's batch now (visible to readers, safe from a
+        # process crash); the fsync of their logs runs in the background
+        # while the next batch is polled and applied. The previous batch is
+        # completed first: its logs synced, its updates sent.
         results: dict[int, CommitResult] = {}
         for tp, _part, tx, _first in txs:
             results[tp.partition] = tx.commit(sync=False)
+        self._complete_pending()
+        future = None
         if s.sync_writes and results:
-            self.store.sync_wal(results)
-            durable_at = int(time.time() * 1000)
-            for result in results.values():
-                result.committed_at = durable_at
-        if self._on_commit is not None:
-            for partition, result in results.items():
-                self._on_commit(partition, result)
+            future = self._syncer.submit(_sync_and_time, self.store, list(results))
+        self._pending = (results, future)
+        if future is None:
+            self._complete_pending()
 
-        self._publish(results)
         if time.monotonic() - self._kafka_committed_at >= s.kafka_commit_interval_s:
             self._commit_kafka()
         self._count(count, results, dead, time.perf_counter() - t0)
         self._refresh_gauges()
         return count
+
+    def _complete_pending(self, publish: bool = True) -> None:
+        """Wait until the last written batch is durable, then hand it on:
+        durable offsets (for Kafka commits), the commit hook, and sequence
+        updates (or, with ``publish=False``, queue them for the next step)."""
+        if self._pending is None:
+            return
+        results, future = self._pending
+        self._pending = None
+        if future is not None:
+            durable_at = future.result()  # an fsync error stops the consumer
+            for result in results.values():
+                result.committed_at = durable_at
+        open_parts = self.store.partitions
+        for partition, result in results.items():
+            if result.next_offset is not None:
+                self._durable[partition] = result.next_offset
+        if self._on_commit is not None:
+            for partition, result in results.items():
+                self._on_commit(partition, result)
+        if publish:
+            self._publish({p: r for p, r in results.items() if p in open_parts})
+        elif self.settings.publish_sequences:
+            for partition, result in results.items():
+                if partition in open_parts and result.touched:
+                    pending = self._unpublished.setdefault(partition, set())
+                    pending.update(result.touched)
 
     def _count(self, count, results, dead, seconds) -> None:
         m = self.metrics
@@ -371,15 +412,15 @@ class IngestApp:
                 value=value,
                 partition=partition if same_partitions else None,
             )
-            inflight.append((partition, seq.user_id, future, started))
+            inflight.append((partition, seq.user_id, seq.version, future, started))
 
         try:
             for partition, result in results.items():
                 pending = self._unpublished.get(partition)
                 for user_id, seq in result.touched.items():
+                    send_one(partition, seq, result.committed_at)
                     if pending:
                         pending.discard(user_id)
-                    send_one(partition, seq, result.committed_at)
             now_ms = int(time.time() * 1000)
             for partition, pending in self._unpublished.items():
                 part = self.store.partitions.get(partition)
@@ -387,11 +428,16 @@ class IngestApp:
                     continue
                 for user_id in list(pending):
                     seq = part.get(user_id)
-                    pending.discard(user_id)
                     if seq is not None:
                         send_one(partition, seq, now_ms)
+                    pending.discard(user_id)
         except KafkaError as exc:
-            # Sends that did not start stay marked in the outbox and pending.
+            # Whatever was not handed to the producer goes with the next batch
+            # (some users may then be sent twice: at-least-once).
+            for partition, result in results.items():
+                if partition in self.store.partitions and result.touched:
+                    pending = self._unpublished.setdefault(partition, set())
+                    pending.update(result.touched)
             self._publish_failed(exc)
 
     def _reap_publications(self, wait_s: float = 0.0) -> None:
@@ -406,23 +452,23 @@ class IngestApp:
                 logger.debug("Flush of sequence updates timed out error=%s", exc)
         deadline = time.monotonic() - self.settings.produce_timeout_s
         keep = []
-        done: dict[int, list[str]] = {}
+        done: dict[int, list[tuple[str, int]]] = {}
         failed = 0
         for item in self._inflight:
-            partition, user_id, future, started = item
+            partition, user_id, version, future, started = item
             if future.is_done and future.succeeded():
-                done.setdefault(partition, []).append(user_id)
+                done.setdefault(partition, []).append((user_id, version))
             elif future.is_done or started < deadline:
                 self._unpublished.setdefault(partition, set()).add(user_id)
                 failed += 1
             else:
                 keep.append(item)
         self._inflight = keep
-        for partition, users in done.items():
-            self.metrics.published.inc(len(users))
+        for partition, confirmed in done.items():
+            self.metrics.published.inc(len(confirmed))
             part = self.store.partitions.get(partition)
             if part is not None:
-                part.mark_published(users)
+                part.mark_published(confirmed)
         if failed:
             self._publish_failed(f"{failed} updates failed or timed out")
 
@@ -456,9 +502,9 @@ class IngestApp:
         """
         self._kafka_committed_at = time.monotonic()
         offsets = {
-            TopicPartition(self.settings.events_topic, n): p.next_offset
-            for n, p in self.store.partitions.items()
-            if p.next_offset is not None
+            TopicPartition(self.settings.events_topic, n): self._durable[n]
+            for n in self.store.partitions
+            if n in self._durable
         }
         if not offsets:
             return
@@ -490,6 +536,8 @@ class IngestApp:
             self.settings.events_topic,
             sorted(tp.partition for tp in mine),
         )
+        # The last batch's fsync must finish before its database closes.
+        self._complete_pending(publish=False)
         if not lost:
             try:
                 self._commit_kafka()
@@ -502,6 +550,7 @@ class IngestApp:
             self._to_open.discard(tp)
             self.store.revoke(tp.partition)
             self._unpublished.pop(tp.partition, None)
+            self._durable.pop(tp.partition, None)
             self.metrics.forget_partition(tp.partition)
         self.metrics.rebalances.labels("lost" if lost else "revoked").inc(len(mine))
         self.metrics.assigned.set(len(self.store.partitions))
@@ -532,6 +581,8 @@ class IngestApp:
                 )
                 raise IngestError(str(exc)) from exc
             self._seek(tp, part)
+            if part.next_offset is not None:
+                self._durable[tp.partition] = part.next_offset
             outbox = part.unpublished() if self.settings.publish_sequences else []
             if outbox:
                 self._unpublished[tp.partition] = set(outbox)
@@ -577,6 +628,11 @@ class IngestApp:
                 m.lag.labels(label).set(max(0, high - part.next_offset))
             m.users.labels(label).set(part.user_count)
             m.state_bytes.labels(label).set(part.size_bytes())
+
+
+def _sync_and_time(store: SequenceStore, partitions: list[int]) -> int:
+    store.sync_wal(partitions)
+    return int(time.time() * 1000)
 
 
 def _commit_done(offsets, response) -> None:

@@ -215,8 +215,11 @@ class PartitionStore:
             self._dedup_ids.update(dict.fromkeys(ids, number))
         self._dedup_held = len(self._dedup_ids)
 
-        # Outbox marks confirmed since the last commit, deleted by the next.
+        # Outbox marks confirmed since the last commit, deleted by the next;
+        # and the newest committed version of users with a mark (until it
+        # is confirmed).
         self._published: set[str] = set()
+        self._outbox_versions: dict[str, int] = {}
         self._tx_open = False
 
     def _open(self) -> Rdict:
@@ -338,13 +341,21 @@ class PartitionStore:
         self._tx_open = True
         return Transaction(self)
 
-    def mark_published(self, user_ids: Iterable[str]) -> None:
-        """Record that these users' current sequences reached Kafka.
+    def mark_published(self, published: Iterable[tuple[str, int]]) -> None:
+        """Record that these ``(user_id, version)`` updates reached Kafka.
 
-        The outbox marks are deleted with the next commit (or at close).
+        A user's outbox mark is deleted with the next commit (or at close)
+        unless a newer version of the user was committed meanwhile: that
+        version's own confirmation clears it.
         """
-        if self.options.track_publish:
-            self._published.update(user_ids)
+        if not self.options.track_publish:
+            return
+        marked = self._outbox_versions
+        for user_id, version in published:
+            newest = marked.get(user_id)
+            if newest is None or newest <= version:
+                marked.pop(user_id, None)
+                self._published.add(user_id)
 
     def sync_wal(self) -> None:
         """Fsync the write-ahead log: everything committed so far survives a
@@ -400,7 +411,12 @@ class PartitionStore:
         return [new_ids, number, evicted]
 
     # Called by Transaction.commit() once the batch is written.
-    def _committed(self, next_offset: int | None, new_users: int, dedup) -> None:
+    def _committed(
+        self, next_offset: int | None, new_users: int, dedup, touched: dict
+    ) -> None:
+        if self.options.track_publish:
+            for user_id, seq in touched.items():
+                self._outbox_versions[user_id] = seq.version
         if next_offset is not None:
             self._next_offset = next_offset
         self._users += new_users
@@ -614,7 +630,7 @@ class Transaction:
         committed_at = int(time.time() * 1000)
 
         part._published = set()
-        part._committed(self._next_offset, new_users, dedup)
+        part._committed(self._next_offset, new_users, dedup, touched)
         self._finish()
         counts = dict(self._counts)
         if self._applied:

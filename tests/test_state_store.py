@@ -128,17 +128,24 @@ def test_dedup_forgets_whole_batches_only(tmp_path):
         assert part.dedup_size == 3  # the first batch is forgotten
 
 
-def test_outbox_marks_users_until_published(tmp_path):
+def test_outbox_marks_users_until_their_newest_version_is_published(tmp_path):
     with SequenceStore(tmp_path, TOPIC) as store:
         part = store.assign(0)
         with part.begin() as tx:
             tx.apply(ev(0, user="a"), offset=0)
             tx.apply(ev(1, user="b"), offset=1)
         assert sorted(part.unpublished()) == ["a", "b"]
-        part.mark_published(["a"])
-        assert part.unpublished() == ["b"]
+        with part.begin() as tx:
+            tx.apply(ev(2, user="b"), offset=2)  # b is now at version 2
+        part.mark_published([("a", 1), ("b", 1)])
+        assert part.unpublished() == ["b"]  # version 2 is not confirmed
+        with part.begin() as tx:
+            tx.apply(ev(3, user="c"), offset=3)
     with SequenceStore(tmp_path, TOPIC) as store:  # marks are persistent
-        assert store.assign(0).unpublished() == ["b"]
+        part = store.assign(0)
+        assert sorted(part.unpublished()) == ["b", "c"]
+        part.mark_published([("b", 2)])
+        assert part.unpublished() == ["c"]
 
 
 def test_second_owner_of_a_partition_times_out_on_the_lock(tmp_path):
