@@ -115,6 +115,9 @@ class IngestApp:
         self._unpublished: dict[int, set[str]] = {}
         # (partition, user, version, send future, monotonic send time)
         self._inflight: list[tuple] = []
+        # partition -> user -> (sequence, committed_at) changed, not yet sent
+        self._dirty: dict[int, dict[str, tuple]] = {}
+        self._dirty_since = 0.0
         self._sequence_partitions: int | None = None
         self._events_partitions = -1
         self._lag_at = 0.0
@@ -200,11 +203,9 @@ class IngestApp:
     def _shutdown(self) -> None:
         consumer, producer = self._consumer, self._producer
         try:
-            if producer is not None:
-                self._complete_pending()
-            else:
-                self._complete_pending(publish=False)
+            self._complete_pending(publish=False)
             if producer is not None and self.settings.publish_sequences:
+                self._flush_dirty(force=True)
                 self._reap_publications(wait_s=self.settings.produce_timeout_s)
                 if any(self._unpublished.values()):
                     self._publish({})
@@ -237,8 +238,7 @@ class IngestApp:
             self._open_assigned()
         if not polled:
             self._complete_pending()
-            if self._inflight or any(self._unpublished.values()):
-                self._publish({})
+            self._flush_dirty()
             self._refresh_gauges()
             return 0
 
@@ -313,13 +313,34 @@ class IngestApp:
         if self._on_commit is not None:
             for partition, result in results.items():
                 self._on_commit(partition, result)
-        if publish:
-            self._publish({p: r for p, r in results.items() if p in open_parts})
-        elif self.settings.publish_sequences:
+        if self.settings.publish_sequences:
             for partition, result in results.items():
                 if partition in open_parts and result.touched:
-                    pending = self._unpublished.setdefault(partition, set())
-                    pending.update(result.touched)
+                    if not self._dirty:
+                        self._dirty_since = time.monotonic()
+                    dirty = self._dirty.setdefault(partition, {})
+                    at = result.committed_at
+                    for user_id, seq in result.touched.items():
+                        dirty[user_id] = (seq, at)
+        if publish:
+            self._flush_dirty()
+
+    def _flush_dirty(self, force: bool = False) -> None:
+        """Send the changed users' sequences once ``publish_interval_ms`` has
+        passed since the first change (at once when it is 0 or ``force``)."""
+        if not self.settings.publish_sequences:
+            return
+        interval_s = self.settings.publish_interval_ms / 1000
+        due = (
+            force
+            or not interval_s
+            or (time.monotonic() - self._dirty_since >= interval_s)
+        )
+        if self._dirty and due:
+            dirty, self._dirty = self._dirty, {}
+            self._publish(dirty)
+        elif self._inflight or any(self._unpublished.values()):
+            self._publish({})
 
     def _count(self, count, results, dead, seconds) -> None:
         m = self.metrics
@@ -383,7 +404,9 @@ class IngestApp:
     # confirmed update clears the user's outbox mark; a failed one is sent
     # again, re-read from the store, with the next batch.
 
-    def _publish(self, results: dict[int, CommitResult]) -> None:
+    def _publish(self, updates: dict[int, dict[str, tuple]]) -> None:
+        """Send ``{partition: {user: (sequence, committed_at)}}`` and the
+        updates that failed earlier."""
         s = self.settings
         if not s.publish_sequences:
             return
@@ -415,10 +438,10 @@ class IngestApp:
             inflight.append((partition, seq.user_id, seq.version, future, started))
 
         try:
-            for partition, result in results.items():
+            for partition, users in updates.items():
                 pending = self._unpublished.get(partition)
-                for user_id, seq in result.touched.items():
-                    send_one(partition, seq, result.committed_at)
+                for user_id, (seq, at) in users.items():
+                    send_one(partition, seq, at)
                     if pending:
                         pending.discard(user_id)
             now_ms = int(time.time() * 1000)
@@ -434,10 +457,10 @@ class IngestApp:
         except KafkaError as exc:
             # Whatever was not handed to the producer goes with the next batch
             # (some users may then be sent twice: at-least-once).
-            for partition, result in results.items():
-                if partition in self.store.partitions and result.touched:
+            for partition, users in updates.items():
+                if partition in self.store.partitions and users:
                     pending = self._unpublished.setdefault(partition, set())
-                    pending.update(result.touched)
+                    pending.update(users)
             self._publish_failed(exc)
 
     def _reap_publications(self, wait_s: float = 0.0) -> None:
@@ -550,6 +573,7 @@ class IngestApp:
             self._to_open.discard(tp)
             self.store.revoke(tp.partition)
             self._unpublished.pop(tp.partition, None)
+            self._dirty.pop(tp.partition, None)  # its outbox marks stay
             self._durable.pop(tp.partition, None)
             self.metrics.forget_partition(tp.partition)
         self.metrics.rebalances.labels("lost" if lost else "revoked").inc(len(mine))

@@ -48,6 +48,13 @@ class IngestSettings(BaseSettings):
     dlq_topic: str = Field(DLQ_TOPIC, min_length=1)
     sequences_topic: str = Field(SEQUENCES_TOPIC, min_length=1)
     publish_sequences: bool = True
+    publish_interval_ms: int = Field(
+        500,
+        ge=0,
+        le=60_000,
+        description="a user's sequence update is sent at most once per interval "
+        "(the newest version); 0: once per polled batch",
+    )
     session_timeout_ms: int = Field(45_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
