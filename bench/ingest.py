@@ -218,6 +218,59 @@ def paced_producer(bootstrap, topic, records, total, rate) -> None:
     producer.close()
 
 
+def round_robin_users(records):
+    """Round-robin over users, so no user gets more events in one batch than
+    its sequence keeps (each event's time must be in the stored sequence)."""
+    rank: dict[bytes, int] = {}
+    order = []
+    for n, (key, _value) in enumerate(records):
+        rank[key] = rank.get(key, 0) + 1
+        order.append((rank[key], n))
+    return [records[n] for _, n in sorted(order)]
+
+
+def summarize(latencies: list[float], rate: float) -> dict:
+    latencies = sorted(latencies)
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "events": len(latencies),
+        "rate": rate,
+        "p50_ms": q[49],
+        "p99_ms": q[98],
+        "max_ms": latencies[-1],
+    }
+
+
+def bare_latency(bootstrap, topic, records, args) -> dict:
+    """The same paced stream read by a bare consumer: send → poll returned."""
+    from kafka import KafkaConsumer
+
+    total = int(args.latency_rate * args.latency_seconds)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-bare-lat-{uuid.uuid4().hex[:6]}",
+        **consumer_config(args),
+    )
+    while not consumer.assignment():
+        consumer.poll(timeout_ms=100)
+    ctx = multiprocessing.get_context("spawn")
+    feeder = ctx.Process(
+        target=paced_producer,
+        args=(bootstrap, topic, records, total, args.latency_rate),
+    )
+    feeder.start()
+    latencies = []
+    deadline = time.monotonic() + args.latency_seconds + 30
+    while len(latencies) < total and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=50).values():
+            now = time.time() * 1000
+            latencies.extend(now - json.loads(r.value)["ts"] for r in batch)
+    feeder.join()
+    consumer.close(autocommit=False)
+    return summarize(latencies, args.latency_rate)
+
+
 def latency_phase(bootstrap, topic, records, args) -> dict:
     """Produce at a steady rate with send-time stamps; measure send → stored."""
     from elcrec.consumers.ingest import IngestApp
@@ -233,14 +286,6 @@ def latency_phase(bootstrap, topic, records, args) -> dict:
                 latencies.append(result.committed_at - ts)
 
     total = int(args.latency_rate * args.latency_seconds)
-    # Round-robin over users, so no user gets more events in one batch than
-    # its sequence keeps (each event's time must be in the stored sequence).
-    rank: dict[bytes, int] = {}
-    order = []
-    for n, (key, _value) in enumerate(records):
-        rank[key] = rank.get(key, 0) + 1
-        order.append((rank[key], n))
-    records = [records[n] for _, n in sorted(order)]
     with tempfile.TemporaryDirectory(prefix="elcrec-bench-") as state:
         app = IngestApp(
             ingest_settings(bootstrap, topic, args, state, poll_timeout_ms=50),
@@ -267,15 +312,7 @@ def latency_phase(bootstrap, topic, records, args) -> dict:
         app.stop()
         thread.join(30)
 
-    latencies.sort()
-    q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {
-        "events": len(latencies),
-        "rate": args.latency_rate,
-        "p50_ms": q[49],
-        "p99_ms": q[98],
-        "max_ms": latencies[-1],
-    }
+    return summarize(latencies, args.latency_rate)
 
 
 def main(argv=None) -> int:
@@ -320,14 +357,22 @@ def main(argv=None) -> int:
                 f"ratio {ingest_m / bare_m:.0%}"
             )
 
+        paced = round_robin_users(records)
         lat_topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
         create_topics(bootstrap, lat_topic, args.partitions)
-        lat = latency_phase(bootstrap, lat_topic, records, args)
-        print(
-            f"latency send -> visible in store at {lat['rate']:.0f} ev/s "
-            f"({lat['events']} events): p50 {lat['p50_ms']:.0f} ms, "
-            f"p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms"
-        )
+        base = bare_latency(bootstrap, lat_topic, paced, args)
+        lat_topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
+        create_topics(bootstrap, lat_topic, args.partitions)
+        lat = latency_phase(bootstrap, lat_topic, paced, args)
+        for name, figs in (
+            ("bare consumer: send -> polled", base),
+            ("ingest: send -> visible in store", lat),
+        ):
+            print(
+                f"latency {name} at {figs['rate']:.0f} ev/s ({figs['events']} "
+                f"events): p50 {figs['p50_ms']:.0f} ms, p99 {figs['p99_ms']:.0f} "
+                f"ms, max {figs['max_ms']:.0f} ms"
+            )
         figures = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.processor() or platform.machine()}, "
@@ -343,6 +388,8 @@ def main(argv=None) -> int:
             ],
             "median_ratio": ingest_m / bare_m,
             "latency": lat,
+            "bare_latency": base,
+            "load_average": os.getloadavg(),
         }
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2))
