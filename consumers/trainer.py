@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import queue
 import signal
 import threading
@@ -92,7 +93,12 @@ class TrainerSettings(BaseSettings):
     n_intents: int | None = Field(64, ge=1, le=4096)
     block_size: int | None = Field(50, ge=2, le=1000)
     dropout: float | None = Field(0.2, ge=0, lt=1)
-    clu_weight: float | None = Field(1.0, ge=0)
+    clu_weight: float | None = Field(0.1, ge=0)
+    seqcl_similarity: str | None = Field(
+        "cosine",
+        pattern="^(dot|cosine)$",
+        description="sequence-level contrast on raw dot products (the paper) or cosine",
+    )
     rec_loss: str | None = Field(
         None, pattern="^(bce|ce)$", description="bce (the paper) or ce (full softmax)"
     )
@@ -120,6 +126,12 @@ class TrainerSettings(BaseSettings):
     keep_versions: int = Field(5, ge=1)
     checkpoint_every_steps: int = Field(100, ge=1)
     checkpoint_every_s: float = Field(30.0, gt=0)
+
+    # -- drift ----------------------------------------------------------------
+    drift_window: int = Field(2000, ge=10, description="assignments per drift window")
+    drift_js_min: float = Field(0.05, ge=0, le=1)
+    drift_js_ratio: float = Field(3.0, ge=1)
+    drift_warmup_windows: int = Field(5, ge=0)
 
     # -- metrics --------------------------------------------------------------
     metrics_port: int | None = Field(None, ge=0, le=65535)
@@ -194,6 +206,39 @@ class TrainerMetrics:
         self.publishes = Counter(
             "elcrec_model_publishes", "models published", registry=r
         )
+        self.js = Gauge(
+            "elcrec_intent_js_divergence",
+            "Jensen-Shannon divergence (base 2) of the last window's intent "
+            "histogram from the previous window's and the published model's",
+            ["reference"],
+            registry=r,
+        )
+        self.center_shift = Gauge(
+            "elcrec_intent_center_shift",
+            "distance the intent centers moved since the last publish (mean, max)",
+            ["stat"],
+            registry=r,
+        )
+        self.empty_intents = Gauge(
+            "elcrec_intents_empty",
+            "intents with no member in the last window",
+            registry=r,
+        )
+        self.intent_share = Gauge(
+            "elcrec_intent_share_ratio",
+            "share of the last window's assignments, per intent",
+            ["intent"],
+            registry=r,
+        )
+        self.drift_alarms = Counter(
+            "elcrec_drift_alarms",
+            "drift alarms, by detector and direction",
+            ["detector", "direction"],
+            registry=r,
+        )
+        self.drift_windows = Counter(
+            "elcrec_drift_windows", "drift windows closed", registry=r
+        )
         self.queue = Gauge(
             "elcrec_trainer_queue_records",
             "records waiting between poll and train",
@@ -225,6 +270,8 @@ class TrainerLoop:
         settings: validated trainer settings.
         on_publish: called with each new :class:`~elcrec.publish.ModelManifest`
             (the Kafka app announces it on ``elcrec.models``).
+        on_drift: called with each drift record (a closed window or an alarm;
+            the Kafka app sends them to ``elcrec.drift``).
         metrics: where to report; a fresh registry when None.
     """
 
@@ -233,12 +280,15 @@ class TrainerLoop:
         settings: TrainerSettings,
         on_publish: Callable | None = None,
         metrics: TrainerMetrics | None = None,
+        on_drift: Callable | None = None,
     ):
         from elcrec.online import OnlineTrainer
 
         self.settings = settings
         self.metrics = metrics or TrainerMetrics()
         self.on_publish = on_publish
+        self.on_drift = on_drift
+        self.drift = None
         self.offsets: dict[int, int] = {}  # partition -> next offset to learn
         self.user_versions: OrderedDict[str, int] = OrderedDict()
         self.versions_published = 0
@@ -260,6 +310,10 @@ class TrainerLoop:
             self.offsets = {int(p): int(o) for p, o in extra.get("offsets", {}).items()}
             self.user_versions = OrderedDict(extra.get("user_versions", []))
             self.records_learned = int(extra.get("records_learned", 0))
+            if "drift" in extra:
+                # The checkpoint is this process's own file, trusted like the
+                # state folder; published models never hold pickles.
+                self.drift = pickle.loads(bytes(extra["drift"]))
             logger.info(
                 "Resumed from checkpoint path=%s step=%d events=%d offsets=%s",
                 path,
@@ -269,6 +323,16 @@ class TrainerLoop:
             )
         else:
             self.trainer = self._new_trainer()
+        if self.drift is None:
+            from elcrec.drift import DriftMonitor
+
+            self.drift = DriftMonitor(
+                self.trainer.model.config.n_intents,
+                window=settings.drift_window,
+                js_min=settings.drift_js_min,
+                js_ratio=settings.drift_js_ratio,
+                warmup_windows=settings.drift_warmup_windows,
+            )
         self._last_publish_step = self.trainer.step
         self._last_publish_t = time.monotonic()
         self._last_ckpt_step = self.trainer.step
@@ -282,7 +346,14 @@ class TrainerLoop:
         s = self.settings
         overrides = {
             k: getattr(s, k)
-            for k in ("n_layer", "n_intents", "block_size", "clu_weight", "rec_loss")
+            for k in (
+                "n_layer",
+                "n_intents",
+                "block_size",
+                "clu_weight",
+                "rec_loss",
+                "seqcl_similarity",
+            )
             if getattr(s, k) is not None
         }
         if s.dropout is not None:
@@ -346,6 +417,7 @@ class TrainerLoop:
 
         report = self.last_report = self.trainer.learn_many(updates)
         self._report(report, time.monotonic() - t0, oldest)
+        self._watch_drift(report)
         self.maybe_checkpoint()
         self.maybe_publish()
         return len(updates)
@@ -363,6 +435,56 @@ class TrainerLoop:
         for name, value in self.trainer.live_metrics().items():
             m.live.labels(name).set(value)
         m.vocab.set(len(self.trainer.vocab))
+
+    def _watch_drift(self, report) -> None:
+        d, m = self.drift, self.metrics
+        d.live = self.trainer.live_metrics()
+        n_before = d.n_alarms
+        d.update_hits(float(r < 20) for r in report.ranks)
+        if report.steps:
+            d.update_loss(report.losses.get("total", float("nan")))
+        if len(report.assignments) >= d.window - d.filled:
+            # Movement is measured when a window closes: fetch the centers then.
+            d.update_centers(self.trainer.model.centers.detach().cpu().numpy())
+        windows = d.update_assignments(report.assignments)
+        alarms = d.alarms[len(d.alarms) - (d.n_alarms - n_before) :]
+        if windows:
+            last = windows[-1]
+            m.drift_windows.inc(len(windows))
+            if last.js_prev is not None:
+                m.js.labels("previous").set(last.js_prev)
+            if last.js_published is not None:
+                m.js.labels("published").set(last.js_published)
+            if last.center_shift_mean is not None:
+                m.center_shift.labels("mean").set(last.center_shift_mean)
+                m.center_shift.labels("max").set(last.center_shift_max)
+            m.empty_intents.set(last.empty_intents)
+            total = max(1, sum(last.counts))
+            for k, c in enumerate(last.counts):
+                m.intent_share.labels(str(k)).set(c / total)
+        for record in windows:
+            self._emit(record)
+        for alarm in alarms:
+            self._raise(alarm)
+
+    def _raise(self, alarm) -> None:
+        self.metrics.drift_alarms.labels(alarm.detector, alarm.direction).inc()
+        logger.warning(
+            "Drift alarm detector=%s direction=%s at_event=%d value=%.4g before=%s "
+            "rising=%s falling=%s",
+            alarm.detector,
+            alarm.direction,
+            alarm.at_event,
+            alarm.value,
+            alarm.before,
+            [r.intent for r in alarm.rising],
+            [f.intent for f in alarm.falling],
+        )
+        self._emit(alarm)
+
+    def _emit(self, record) -> None:
+        if self.on_drift is not None:
+            self.on_drift(record)
 
     # -- checkpoints and publishing ------------------------------------------------
 
@@ -386,6 +508,7 @@ class TrainerLoop:
             "offsets": {str(p): o for p, o in self.offsets.items()},
             "user_versions": [[u, v] for u, v in self.user_versions.items()],
             "records_learned": self.records_learned,
+            "drift": pickle.dumps(self.drift),
         }
         self.trainer.save_checkpoint(self.settings.checkpoint_path, extra)
         self._last_ckpt_step = self.trainer.step
@@ -438,6 +561,9 @@ class TrainerLoop:
         self.last_version = manifest.version
         self.metrics.publishes.inc()
         self.metrics.model_version.set(version_number(manifest.version))
+        self.drift.item_names = self.trainer.intent_items(5)
+        self.drift.update_centers(self.trainer.model.centers.detach().cpu().numpy())
+        self.drift.mark_published(manifest.version)
         if self.on_publish is not None:
             self.on_publish(manifest)
         return manifest
@@ -456,6 +582,7 @@ class TrainerLoop:
             "skipped_steps": self.trainer.skipped_steps,
             "items": len(self.trainer.vocab),
             "versions_published": self.versions_published,
+            "drift_alarms": self.drift.n_alarms,
             "last_version": self.last_version,
             "live_hr@20": round(live["hr@20"], 4),
             "live_ndcg@20": round(live["ndcg@20"], 4),

@@ -248,6 +248,11 @@ class DriftMonitor:
         moved = np.linalg.norm(self.centers - self._published_centers, axis=1)
         return float(moved.mean()), float(moved.max())
 
+    @property
+    def filled(self) -> int:
+        """Assignments counted in the window being filled."""
+        return self._filled
+
     def shares(self) -> np.ndarray:
         """The last closed window's share of each intent."""
         if self.last_report is None:

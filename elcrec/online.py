@@ -510,6 +510,21 @@ class OnlineTrainer:
         """Prequential HR@k / NDCG@k over the sliding window."""
         return self.metrics.get()
 
+    @torch.no_grad()
+    def intent_items(self, n: int = 5) -> dict[int, list[str]]:
+        """Each intent's ``n`` most representative items: the item embeddings
+        with the largest dot product with its center."""
+        n_known = len(self.vocab)
+        if n_known == 0:
+            return {}
+        emb = self.model.tok_emb.weight[1 : n_known + 1]  # (N, C)
+        scores = self.model.centers @ emb.T  # (K, N)
+        top = scores.topk(min(n, n_known), dim=1).indices + 1  # rows
+        return {
+            k: [self.vocab.ids[r - 1] for r in row.tolist()]
+            for k, row in enumerate(top)
+        }
+
     def parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
