@@ -92,7 +92,7 @@ class TrainerSettings(BaseSettings):
     n_layer: int | None = Field(1, ge=1, le=12)
     n_intents: int | None = Field(64, ge=1, le=4096)
     block_size: int | None = Field(50, ge=2, le=1000)
-    dropout: float | None = Field(0.2, ge=0, lt=1)
+    dropout: float | None = Field(0.1, ge=0, lt=1)
     clu_weight: float | None = Field(0.1, ge=0)
     seqcl_similarity: str | None = Field(
         "cosine",
@@ -114,7 +114,7 @@ class TrainerSettings(BaseSettings):
     user_capacity: int = Field(
         1_000_000, ge=1, description="users whose last learned version is kept"
     )
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(5e-3, gt=0)
     metrics_window: int = Field(5_000, ge=1)
     max_wait_ms: int = Field(
         200, ge=1, description="longest wait for a full mini-batch before a step"
