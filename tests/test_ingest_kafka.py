@@ -114,6 +114,8 @@ def test_replay_of_real_data_equals_sequences_built_from_the_file(
     assert "elcrec_ingest_records_consumed_total 20000.0" in text
     assert "elcrec_ingest_events_applied_total 20000.0" in text
     assert 'elcrec_state_users{partition="0"}' in text
+    assert 'elcrec_ingest_consumer_lag{partition="0"}' in text
+    assert 'elcrec_state_size_bytes{partition="0"}' in text
     assert "elcrec_ingest_batch_seconds_bucket" in text
 
 
