@@ -11,12 +11,13 @@ Prometheus metrics. Per polled batch, for each partition:
 2. the dead-letter records are sent and confirmed (at-least-once: a crash
    before step 3 sends them again);
 3. each transaction is committed: sequences, de-dup entries, outbox marks and
-   the partition's next offset in one durable RocksDB write batch;
-4. each touched user's full sequence is sent once to the sequences topic;
-   sends confirmed by the broker clear the users' outbox marks with a later
-   batch, failed ones are sent again;
-5. every ``kafka_commit_interval_s`` the stored offsets are committed to
-   Kafka, asynchronously.
+   the partition's next offset in one RocksDB write batch; the write-ahead
+   logs are then fsynced in the background while the next batch is polled;
+4. once a batch is durable, its offsets may go to Kafka (every
+   ``kafka_commit_interval_s``, asynchronously) and each changed user's full
+   sequence is sent to the sequences topic, at most once per
+   ``publish_interval_ms`` (the newest version); sends confirmed by the
+   broker clear the users' outbox marks, failed ones are sent again.
 
 Guarantees: the store applies every event exactly once, because an event's
 effect and the offset past it are written atomically in step 3, and on
@@ -25,6 +26,11 @@ only trails it). Dead-lettered records and published sequences are
 at-least-once: a crash between steps repeats them. A repeated sequence update
 carries the same ``version`` (events applied to that user so far), so the
 trainer drops any update whose version is not above the last it saw.
+
+Note: a batch is visible to readers of the store from its write, a few
+milliseconds before its fsync. After a machine crash (not a process crash)
+the store can go back to its last synced batch; the records after it are then
+read and applied again, and nothing was published or committed for them.
 
 Run it with ``elcrec ingest`` or ``python -m elcrec.consumers.ingest``; in
 process::
