@@ -169,7 +169,9 @@ class IngestApp:
                 client_id=f"{s.client_id}-producer",
                 linger_ms=5,
                 batch_size=512 * 1024,
-                max_block_ms=int(s.produce_timeout_s * 1000),
+                # A send blocks only while metadata is missing (broker away);
+                # keep that short, the update is sent again later.
+                max_block_ms=int(min(s.produce_timeout_s, 5.0) * 1000),
             )
             self._consumer = KafkaConsumer(
                 bootstrap_servers=s.bootstrap_servers,
@@ -201,30 +203,45 @@ class IngestApp:
         self.running.set()
         try:
             while not self._stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except KafkaError as exc:
+                    # Kafka trouble the clients did not absorb: start again
+                    # from what the store holds, nothing is lost or repeated.
+                    logger.warning(
+                        "Kafka error in the consume loop; resuming from the "
+                        "stored offsets error=%r",
+                        exc,
+                    )
+                    self._rewind()
+                    self._stop.wait(1.0)
         finally:
             self.running.clear()
             self._shutdown()
 
     def _shutdown(self) -> None:
+        # Best effort within a few seconds, even with the broker away: what
+        # is not confirmed keeps its outbox mark, and Kafka offsets only trail
+        # the store.
         consumer, producer = self._consumer, self._producer
+        wait_s = min(self.settings.produce_timeout_s, 5.0)
         try:
             self._complete_pending(publish=False)
             if producer is not None and self.settings.publish_sequences:
                 self._flush_dirty(force=True)
-                self._reap_publications(wait_s=self.settings.produce_timeout_s)
+                self._reap_publications(wait_s=wait_s)
                 if any(self._unpublished.values()):
                     self._publish({})
-                    self._reap_publications(wait_s=self.settings.produce_timeout_s)
+                    self._reap_publications(wait_s=wait_s)
             if consumer is not None:
-                self._commit_kafka(sync=True)
+                self._commit_kafka()
         finally:
             self._syncer.shutdown()
             self.store.close()
             if consumer is not None:
-                consumer.close(autocommit=False)
+                consumer.close(autocommit=False, timeout_ms=int(wait_s * 1000))
             if producer is not None:
-                producer.close(timeout=5)
+                producer.close(timeout=wait_s)
             if self._metrics_server is not None:
                 self._metrics_server.shutdown()
             self._consumer = self._producer = self._metrics_server = None
@@ -255,37 +272,43 @@ class IngestApp:
         txs = []
         dead: list[tuple] = []  # (record, BadRecord)
 
-        for tp, records in polled.items():
-            part = self.store.partitions.get(tp.partition)
-            if part is None:  # not ours any more; the next owner reads them
-                continue
-            tx = part.begin()
-            apply = tx.apply
-            for rec in records:
-                try:
-                    event = decode_event(rec.key, rec.value, limits, now_ms)
-                except BadRecord as bad:
-                    if tx.advance(rec.offset):
-                        dead.append((rec, bad))
+        try:
+            for tp, records in polled.items():
+                part = self.store.partitions.get(tp.partition)
+                if part is None:  # not ours any more; the next owner reads them
                     continue
-                apply(event, rec.offset)
-            txs.append((tp, part, tx, records[0].offset))
+                tx = part.begin()
+                apply = tx.apply
+                for rec in records:
+                    try:
+                        event = decode_event(rec.key, rec.value, limits, now_ms)
+                    except BadRecord as bad:
+                        if tx.advance(rec.offset):
+                            dead.append((rec, bad))
+                        continue
+                    apply(event, rec.offset)
+                txs.append((tp, part, tx, records[0].offset))
 
-        # Dead letters first: once the store says "done", they must be out.
-        if dead and not self._send_dead_letters(dead):
-            for tp, _part, tx, first in txs:
-                tx.abort()
-                self._consumer.seek(tp, first)
-            time.sleep(1.0)
-            return 0
+            # Dead letters first: once the store says "done", they must be out.
+            if dead and not self._send_dead_letters(dead):
+                for tp, _part, tx, first in txs:
+                    tx.abort()
+                    self._consumer.seek(tp, first)
+                time.sleep(1.0)
+                return 0
 
-        # Write each partition's batch now (visible to readers, safe from a
-        # process crash); the fsync of their logs runs in the background
-        # while the next batch is polled and applied. The previous batch is
-        # completed first: its logs synced, its updates sent.
-        results: dict[int, CommitResult] = {}
-        for tp, _part, tx, _first in txs:
-            results[tp.partition] = tx.commit(sync=False)
+            # Write each partition's batch now (visible to readers, safe from a
+            # process crash); the fsync of their logs runs in the background
+            # while the next batch is polled and applied. The previous batch is
+            # completed first: its logs synced, its updates sent.
+            results: dict[int, CommitResult] = {}
+            for tp, _part, tx, _first in txs:
+                results[tp.partition] = tx.commit(sync=False)
+        except BaseException:
+            for _tp, _part, tx, _first in txs:
+                tx.abort()  # no-op for the ones committed
+            raise
+
         self._complete_pending()
         future = None
         if s.sync_writes and results:
@@ -299,6 +322,19 @@ class IngestApp:
         self._count(count, results, dead, time.perf_counter() - t0)
         self._refresh_gauges()
         return count
+
+    def _rewind(self) -> None:
+        """Seek every owned partition back to its stored offset."""
+        for number, part in self.store.partitions.items():
+            tp = TopicPartition(self.settings.events_topic, number)
+            try:
+                if part.next_offset is not None:
+                    self._consumer.seek(tp, part.next_offset)
+                else:
+                    self._consumer.seek_to_beginning(tp)
+            except (KafkaError, AssertionError, ValueError) as exc:
+                # The partition may have been revoked meanwhile.
+                logger.debug("Seek failed partition=%d error=%r", number, exc)
 
     def _complete_pending(self, publish: bool = True) -> None:
         """Wait until the last written batch is durable, then hand it on:
@@ -515,8 +551,11 @@ class IngestApp:
         # only valid when both topics have the same number of partitions
         # (then the default partitioner would pick the same one).
         if self._sequence_partitions is None:
-            seq = self._producer.partitions_for(self.settings.sequences_topic)
-            src = self._consumer.partitions_for_topic(self.settings.events_topic)
+            try:
+                seq = self._producer.partitions_for(self.settings.sequences_topic)
+                src = self._consumer.partitions_for_topic(self.settings.events_topic)
+            except KafkaError:
+                return False  # no metadata now (broker away): ask again later
             self._sequence_partitions = len(seq) if seq else 0
             self._events_partitions = len(src) if src else -1
         return self._sequence_partitions == self._events_partitions

@@ -310,11 +310,20 @@ def test_consumer_resumes_by_itself_after_the_broker_restarts(
             address, topic, make_group(), state, max_poll_records=50, sync_writes=True
         )
         produce(address, topic, events[:4000])
-        with running_ingest(settings) as app:
-            # Kill the broker (SIGKILL, so it is gone at once) in the middle
-            # of the backlog, then bring the same broker back.
-            wait_until(lambda: stored_offsets_total(state, topic) >= 500, 30)
-            broker.kill()
+
+        # Kill the broker (SIGKILL, so it is gone at once) from the consumer's
+        # own commit hook once 500 events are stored: mid-backlog for sure.
+        stored = Counter()
+        killed = []
+
+        def kill_mid_backlog(partition, result):
+            stored[partition] = result.next_offset or 0
+            if not killed and sum(stored.values()) >= 500:
+                killed.append(True)
+                broker.kill()
+
+        with running_ingest(settings, on_commit=kill_mid_backlog) as app:
+            wait_until(lambda: killed, 30, what="broker killed")
             assert stored_offsets_total(state, topic) < 4000
             time.sleep(2)
             broker.start()
