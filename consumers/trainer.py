@@ -635,7 +635,10 @@ class TrainerApp:
         self.settings = settings
         self.metrics = TrainerMetrics()
         self.loop = TrainerLoop(
-            settings, on_publish=self._announce, metrics=self.metrics
+            settings,
+            on_publish=self._announce,
+            metrics=self.metrics,
+            on_drift=self._send_drift,
         )
         self.learned_offsets = dict(self.loop.offsets)  # read by the poll thread
         self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=settings.queue_records)
@@ -800,6 +803,14 @@ class TrainerApp:
                 self._consumer.commit(offsets)
         except Exception as exc:
             logger.warning("Could not commit trainer offsets error=%s", exc)
+
+    def _send_drift(self, record) -> None:
+        """A drift window report or alarm, as JSON on the drift topic."""
+        self._producer.send(
+            self.settings.drift_topic,
+            key=record.kind.encode(),
+            value=record.model_dump_json().encode(),
+        )
 
     def _announce(self, manifest) -> None:
         record = {

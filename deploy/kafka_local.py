@@ -89,8 +89,12 @@ def free_port() -> int:
 
 
 def _cluster_id() -> str:
-    # KRaft wants 16 random bytes in URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # KRaft wants 16 random bytes in URL-safe base64 without padding; one that
+    # starts with "-" would be read by the storage tool as an option.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 SERVER_PROPERTIES = """\

@@ -53,6 +53,9 @@ class OnlineConfig:
             updates than this are split over several steps.
         steps_per_batch: optimizer steps per mini-batch of fresh sequences,
             each with its own replay sample (more learning per event).
+        max_steps_per_batch: most steps for one mini-batch whose records carry
+            many new events each (a backlog): one step per ``fresh_per_step``
+            new events, at most this many (times ``steps_per_batch``).
         replay_per_step: replayed recent sequences added to each mini-batch.
         replay_size: recent user sequences kept for replay (bounded, LRU).
         vocab_capacity: most item rows; beyond it the least recently seen
@@ -67,6 +70,7 @@ class OnlineConfig:
 
     fresh_per_step: int = 256
     steps_per_batch: int = 1
+    max_steps_per_batch: int = 64
     replay_per_step: int = 128
     replay_size: int = 20_000
     vocab_capacity: int = 200_000
@@ -81,6 +85,7 @@ class OnlineConfig:
         positive = (
             "fresh_per_step",
             "steps_per_batch",
+            "max_steps_per_batch",
             "replay_size",
             "vocab_capacity",
             "metrics_window",
@@ -324,9 +329,17 @@ class OnlineTrainer:
         self.events_seen += sum(u.n_new for u in updates)
 
         # -- train: fresh sequences plus a replay sample of recent ones
+        # As much learning per event whether events come one per record (live)
+        # or many per record (a backlog, one record per user per ingest batch):
+        # one step per fresh_per_step trainable new events.
         fresh_users = {u.user for u in updates}
         fresh_rows = [r for r in rows if len(r) >= 2]
-        for _ in range(self.config.steps_per_batch):
+        trainable = sum(min(n, len(r) - 1) for n, r in zip(n_eval, rows, strict=True))
+        n_steps = min(
+            self.config.max_steps_per_batch,
+            max(1, round(trainable / self.config.fresh_per_step)),
+        )
+        for _ in range(n_steps * self.config.steps_per_batch):
             train_rows = fresh_rows + self._replay_sample(fresh_users)
             if train_rows:
                 self._train_step(train_rows, report)

@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from conftest import wait_until  # noqa: F401 (re-exported for the ingest tests)
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from elcrec.consumers.ingest import IngestApp
@@ -21,17 +22,6 @@ from elcrec.consumers.settings import load_ingest_settings
 from elcrec.state import SequenceReader
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = ""):
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 def event(i: int, user: str, item: str, ts: int, event_type: str = "click") -> dict:
