@@ -29,11 +29,12 @@ import queue
 import signal
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -295,6 +296,9 @@ class TrainerLoop:
         self.records_learned = 0
         self.last_version: str | None = None
         self.last_report = None
+        # From each learned update's newest event time to the end of its step;
+        # meaningful when events carry live times (replay --now).
+        self.latency_ms: deque[float] = deque(maxlen=100_000)
 
         path = settings.checkpoint_path
         if path.exists():
@@ -392,7 +396,7 @@ class TrainerLoop:
         from elcrec.online import SequenceUpdate
 
         t0 = time.monotonic()
-        updates, oldest = [], None
+        updates, oldest, newest_events = [], None, []
         for inc in batch:
             if inc.offset < self.offsets.get(inc.partition, 0):
                 self.metrics.updates.labels("replayed").inc()
@@ -410,6 +414,7 @@ class TrainerLoop:
             self.records_learned += 1
             self.metrics.updates.labels("learned").inc()
             oldest = rec.updated_at if oldest is None else min(oldest, rec.updated_at)
+            newest_events.append(rec.ts[-1])
         while len(self.user_versions) > self.settings.user_capacity:
             self.user_versions.popitem(last=False)
         if not updates:
@@ -417,6 +422,8 @@ class TrainerLoop:
 
         report = self.last_report = self.trainer.learn_many(updates)
         self._report(report, time.monotonic() - t0, oldest)
+        now_ms = time.time() * 1000.0
+        self.latency_ms.extend(now_ms - ts for ts in newest_events)
         self._watch_drift(report)
         self.maybe_checkpoint()
         self.maybe_publish()
@@ -584,9 +591,18 @@ class TrainerLoop:
             "versions_published": self.versions_published,
             "drift_alarms": self.drift.n_alarms,
             "last_version": self.last_version,
+            "predicted": self.trainer.metrics.count,
             "live_hr@20": round(live["hr@20"], 4),
             "live_ndcg@20": round(live["ndcg@20"], 4),
+            "event_to_step_ms_p50": _percentile(self.latency_ms, 50),
+            "event_to_step_ms_p99": _percentile(self.latency_ms, 99),
         }
+
+
+def _percentile(values, q: float) -> float | None:
+    if not values:
+        return None
+    return round(float(np.percentile(np.fromiter(values, dtype=np.float64), q)), 1)
 
 
 def _listener(app: TrainerApp):

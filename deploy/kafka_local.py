@@ -236,6 +236,7 @@ class LocalKafka:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._wait_ready(timeout)
         logger.info(
@@ -299,6 +300,18 @@ class LocalKafka:
 
     def __exit__(self, *exc) -> None:
         self.cleanup()
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the starting process dies, so
+    a killed test run leaves no broker behind (best effort elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _metadata_answers(bootstrap: str) -> bool:

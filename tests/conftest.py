@@ -158,14 +158,19 @@ def _wait_topic(admin, name: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"topic {name} did not appear within {timeout}s")
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = ""):
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout``."""
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, what=""):
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout``.
+
+    ``what`` names the awaited condition in the failure; a callable is called
+    then, so the message can show the state at the moment of failure.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
+    what = what() if callable(what) else what
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
