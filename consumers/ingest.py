@@ -44,7 +44,6 @@ process::
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
@@ -58,6 +57,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from elcrec.consumers.metrics import IngestMetrics
 from elcrec.consumers.settings import IngestSettings, load_ingest_settings
 from elcrec.exceptions import ElcrecError
+from elcrec.signals import install_stop_handlers
 from elcrec.state.store import CommitResult, Outcome, PartitionStore, SequenceStore
 from elcrec.stream.exceptions import BadRecord
 from elcrec.stream.serde import decode_event, encode_sequence_update
@@ -149,14 +149,7 @@ class IngestApp:
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT stop gracefully; a second SIGINT interrupts."""
-
-        def handle(signum, _frame):
-            logger.info("Stopping on signal signal=%s", signal.Signals(signum).name)
-            self.stop()
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        install_stop_handlers(self.stop)
 
     def run(self) -> None:
         """Consume until :meth:`stop` (or a fatal error, which is raised)."""

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from elcrec.exceptions import ConfigError
+from elcrec.settings import load_settings
 from elcrec.state.store import StoreOptions
 from elcrec.stream.events import EventType
 from elcrec.stream.serde import MIN_EVENT_TIME_MS, EventLimits
@@ -123,17 +123,7 @@ def load_ingest_settings(**overrides: Any) -> IngestSettings:
     and validate once.
 
     Raises:
-        ConfigError: one line per bad field, each naming the field.
+        ConfigError: one clause per bad field, each naming the field and its
+            environment variable.
     """
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return IngestSettings(**given)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False):
-            if err["loc"]:
-                name = ".".join(str(p) for p in err["loc"])
-                lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
-            else:
-                lines.append(err["msg"].removeprefix("Value error, "))
-        raise ConfigError("invalid ingest settings: " + "; ".join(lines)) from None
+    return load_settings(IngestSettings, "ingest", **overrides)

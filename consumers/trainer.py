@@ -26,7 +26,6 @@ import json
 import logging
 import pickle
 import queue
-import signal
 import threading
 import time
 from collections import OrderedDict, deque
@@ -40,6 +39,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from elcrec.exceptions import ElcrecError
+from elcrec.signals import install_stop_handlers
 from elcrec.stream.events import SequenceUpdate as SequenceRecord
 from elcrec.stream.topics import DRIFT_TOPIC, MODELS_TOPIC, SEQUENCES_TOPIC
 
@@ -668,12 +668,8 @@ class TrainerApp:
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
-        def handle(signum, _frame):
-            logger.info("Stopping on signal signal=%s", signal.Signals(signum).name)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        """SIGTERM and SIGINT stop gracefully; a second SIGINT interrupts."""
+        install_stop_handlers(self.stop)
 
     def run(self) -> None:
         from kafka import KafkaConsumer, KafkaProducer
