@@ -423,7 +423,11 @@ class TrainerLoop:
         report = self.last_report = self.trainer.learn_many(updates)
         self._report(report, time.monotonic() - t0, oldest)
         now_ms = time.time() * 1000.0
-        self.latency_ms.extend(now_ms - ts for ts in newest_events)
+        # Replayed history has old event times: only live ones (within an
+        # hour) measure freshness.
+        self.latency_ms.extend(
+            now_ms - ts for ts in newest_events if 0 <= now_ms - ts < 3_600_000
+        )
         self._watch_drift(report)
         self.maybe_checkpoint()
         self.maybe_publish()

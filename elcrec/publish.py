@@ -150,8 +150,8 @@ def publish_model(
         live_metrics=live_metrics or {},
         source_offsets=source_offsets or {},
         files=files,
-        checksum=_combined(files),
     )
+    manifest.checksum = _combined(files, manifest)
     _write_json(tmp / "manifest.json", manifest.model_dump(mode="json"))
     for f in (*FILES, "manifest.json"):
         _fsync(tmp / f)
@@ -201,7 +201,7 @@ def read_model(version_dir: str | Path) -> tuple[ModelManifest, dict, list[str],
             raise PublishError(
                 f"{path}: checksum mismatch (manifest {manifest.files.get(f)}, file {digest})"
             )
-    if _combined(manifest.files) != manifest.checksum:
+    if _combined(manifest.files, manifest) != manifest.checksum:
         raise PublishError(f"{version_dir}/manifest.json: content checksum mismatch")
 
     state_dict = torch.load(
@@ -233,8 +233,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _combined(files: dict[str, str]) -> str:
+def _combined(files: dict[str, str], manifest: ModelManifest) -> str:
+    """One checksum over every file's digest and the manifest's own fields."""
     joined = "\n".join(f"{name}:{files[name]}" for name in sorted(files))
+    meta = manifest.model_dump(mode="json", exclude={"checksum", "files"})
+    joined += "\n" + json.dumps(meta, sort_keys=True)
     return hashlib.sha256(joined.encode()).hexdigest()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsError
 
 from elcrec.exceptions import ConfigError
 
@@ -24,6 +24,11 @@ def load_settings(cls: type[S], what: str, **overrides: Any) -> S:
         return cls(**given)
     except ValidationError as exc:
         raise ConfigError(f"invalid {what} settings: {describe(exc, cls)}") from None
+    except SettingsError as exc:  # an environment value that does not parse
+        raise ConfigError(
+            f"invalid {what} settings: {exc} (list and set values are JSON, "
+            'e.g. ["click", "purchase"])'
+        ) from None
 
 
 def describe(exc: ValidationError, cls: type[BaseSettings] | None = None) -> str:

@@ -65,3 +65,13 @@ def test_a_partial_directory_is_rejected_and_never_listed(tmp_path):
     _publish(tmp_path, 1)
     assert not (tmp_path / ".tmp-v000002-999").exists()
     assert latest_version(tmp_path) == "v000002"
+
+
+def test_edited_manifest_metadata_is_rejected(tmp_path):
+    _publish(tmp_path, 1)
+    path = tmp_path / "v000001" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["steps"] += 1
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(PublishError, match="content checksum mismatch"):
+        read_model(tmp_path / "v000001")

@@ -92,3 +92,34 @@ def test_a_bad_data_file_fails_with_its_name_and_line(tmp_path):
 def test_every_subcommand_has_help(command):
     done = run(command, "--help")
     assert "usage: elcrec" in done.stdout
+
+
+def test_a_negative_limit_and_a_work_dir_of_other_input_fail_cleanly(
+    tmp_path, shared_data
+):
+    done = subprocess.run(
+        [*ELCREC, "run", "--work-dir", str(tmp_path / "w"), "--limit", "-5"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "--limit" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    run("run", "--work-dir", str(tmp_path / "w"), "--limit", "300", "--no-progress")
+    other = subprocess.run(
+        [
+            *ELCREC,
+            "run",
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--no-progress",
+            "--data",
+            str(shared_data / "ml-100k.inter"),
+            "--limit",
+            "300",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 2
+    assert "holds the state of another input (synthetic)" in other.stderr

@@ -95,6 +95,13 @@ def main(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    stats = replay(args.kafka, args.topic, interactions, options)
+    from kafka.errors import KafkaError
+
+    try:
+        stats = replay(args.kafka, args.topic, interactions, options)
+    except KafkaError as exc:
+        raise ConfigError(
+            f"cannot send to Kafka at {args.kafka} (option --kafka): {exc}"
+        ) from None
     print(f"sent {stats.sent} events to {args.topic} in {stats.seconds:.1f}s")
     return 0

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from elcrec.exceptions import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -101,8 +103,32 @@ def input_events(args) -> list[dict]:
             ),
         )
         prefix = "synthetic"
-    options = ReplayOptions(limit=args.limit, id_prefix=prefix)
+    try:
+        options = ReplayOptions(limit=args.limit, id_prefix=prefix)
+    except ValueError as exc:
+        raise ConfigError(f"--limit: {exc}") from None
     return list(iter_events(interactions, options))
+
+
+def check_input(work: Path, args) -> None:
+    """A work folder belongs to one input: refuse to resume it on another."""
+    identity = {
+        "data": str(Path(args.data).resolve()) if args.data else "synthetic",
+        "synthetic": None
+        if args.data
+        else [args.synthetic_users, args.synthetic_items, args.synthetic_shift],
+    }
+    marker = work / "input.json"
+    if marker.exists():
+        before = json.loads(marker.read_text())
+        if before != identity:
+            raise ConfigError(
+                f"--work-dir {work} holds the state of another input ({before['data']}); "
+                "choose another --work-dir or remove this one"
+            )
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(identity))
 
 
 def run_embedded(args) -> dict:
@@ -111,11 +137,14 @@ def run_embedded(args) -> dict:
     from tqdm import tqdm
 
     from elcrec.consumers.trainer import Incoming, TrainerLoop, load_trainer_settings
+    from elcrec.publish import latest_version
     from elcrec.state.store import SequenceStore, StoreOptions
     from elcrec.stream.events import ClickEvent
     from elcrec.stream.events import SequenceUpdate as SequenceRecord
 
     work = Path(args.work_dir)
+    events = input_events(args)  # a bad file fails before anything is created
+    check_input(work, args)
     settings = load_trainer_settings(
         work_dir=work / "trainer", metrics_port=args.metrics_port
     )
@@ -129,7 +158,6 @@ def run_embedded(args) -> dict:
         StoreOptions(max_sequence_length=settings.block_size or 50),
     )
     part = store.assign(0)
-    events = input_events(args)
     start = part.next_offset or 0
     rejected = 0
 
@@ -175,7 +203,8 @@ def run_embedded(args) -> dict:
         disable=args.no_progress,
         dynamic_ncols=True,
     )
-    stop = []
+    stop: list[int] = []
+    interrupted = False
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
         for first in range(start, len(events), args.batch_events):
@@ -200,6 +229,7 @@ def run_embedded(args) -> dict:
                 refresh=False,
             )
     except KeyboardInterrupt:
+        interrupted = True
         logger.info("Interrupted; publishing and checkpointing before exit")
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -211,6 +241,8 @@ def run_embedded(args) -> dict:
 
     summary = loop.summary()
     summary.update(
+        last_version=latest_version(settings.models_dir),
+        interrupted=bool(stop) or interrupted,
         mode="embedded",
         input=args.data or "synthetic",
         rejected_events=rejected,
