@@ -61,6 +61,7 @@ from elcrec.signals import install_stop_handlers
 from elcrec.state.store import CommitResult, Outcome, PartitionStore, SequenceStore
 from elcrec.stream.exceptions import BadRecord
 from elcrec.stream.serde import decode_event, encode_sequence_update
+from elcrec.stream.topics import wait_for_topic
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,11 @@ class IngestApp:
                 f"cannot reach Kafka at {s.bootstrap_servers} "
                 f"(option bootstrap_servers): {exc}"
             ) from exc
+        try:
+            wait_for_topic(self._consumer, s.events_topic)
+        except ElcrecError:
+            self._shutdown()
+            raise
         self._consumer.subscribe([s.events_topic], listener=_Listener(self))
         logger.info(
             "Ingest consumer started topic=%s group=%s state_dir=%s "

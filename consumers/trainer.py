@@ -41,7 +41,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from elcrec.exceptions import ElcrecError
 from elcrec.signals import install_stop_handlers
 from elcrec.stream.events import SequenceUpdate as SequenceRecord
-from elcrec.stream.topics import DRIFT_TOPIC, MODELS_TOPIC, SEQUENCES_TOPIC
+from elcrec.stream.topics import (
+    DRIFT_TOPIC,
+    MODELS_TOPIC,
+    SEQUENCES_TOPIC,
+    wait_for_topic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -703,6 +708,12 @@ class TrainerApp:
             raise TrainerError(
                 f"cannot reach Kafka at {s.bootstrap_servers} (option bootstrap_servers): {exc}"
             ) from exc
+        try:
+            wait_for_topic(self._consumer, s.sequences_topic)
+        except ElcrecError:
+            self._consumer.close(autocommit=False)
+            self._producer.close(timeout=5)
+            raise
         self._consumer.subscribe([s.sequences_topic], listener=_listener(self))
         poller = threading.Thread(
             target=self._poll_loop, name="trainer-poll", daemon=True

@@ -141,3 +141,26 @@ def ensure_topics(
     finally:
         admin.close()
     return result
+
+
+def wait_for_topic(consumer, topic: str, timeout_s: float = 30.0) -> set[int]:
+    """The partitions of ``topic``, once the consumer's metadata knows them.
+
+    Subscribing before the metadata is known makes the first group join assign
+    nothing and forces a rejoin, which kafka-python 3.0 can stall in; waiting
+    here avoids that path.
+
+    Raises:
+        TopicError: the topic has no known partitions after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        if time.monotonic() >= deadline:
+            raise TopicError(
+                f"topic {topic} has no partitions after {timeout_s:.0f}s: create it "
+                "with 'elcrec topics' (or check the bootstrap address)"
+            )
+        time.sleep(0.2)
