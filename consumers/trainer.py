@@ -41,6 +41,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from elcrec.exceptions import ElcrecError
 from elcrec.signals import install_stop_handlers
 from elcrec.stream.events import SequenceUpdate as SequenceRecord
+from elcrec.stream.kafka_options import client_options, security_fields
 from elcrec.stream.topics import (
     DRIFT_TOPIC,
     MODELS_TOPIC,
@@ -55,8 +56,12 @@ class TrainerError(ElcrecError):
     """The trainer cannot go on (Kafka unreachable, checkpoint unreadable...)."""
 
 
-class TrainerSettings(BaseSettings):
-    """Settings of the trainer process (environment prefix ``ELCREC_TRAINER_``)."""
+class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
+    """Settings of the trainer process (environment prefix ``ELCREC_TRAINER_``).
+
+    The Kafka security fields (:mod:`elcrec.stream.kafka_options`) are read from
+    ``ELCREC_TRAINER_*``, else from the ``ELCREC_*`` names ingest reads.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="ELCREC_TRAINER_", frozen=True, extra="forbid", populate_by_name=True
@@ -66,7 +71,6 @@ class TrainerSettings(BaseSettings):
     bootstrap_servers: str = Field(
         "127.0.0.1:9092",
         validation_alias=AliasChoices(
-            "bootstrap_servers",
             "ELCREC_TRAINER_BOOTSTRAP_SERVERS",
             "ELCREC_BOOTSTRAP_SERVERS",
             "KAFKA_BOOTSTRAP_SERVERS",
@@ -690,13 +694,16 @@ class TrainerApp:
             if s.metrics_port is not None
             else None
         )
+        security = client_options(s)
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=s.bootstrap_servers,
                 client_id=f"{s.client_id}-producer",
+                **security,
             )
             self._consumer = KafkaConsumer(
                 bootstrap_servers=s.bootstrap_servers,
+                **security,
                 group_id=s.group_id,
                 client_id=s.client_id,
                 enable_auto_commit=False,

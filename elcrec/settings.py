@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from pydantic_settings import BaseSettings, SettingsError
 
 from elcrec.exceptions import ConfigError
@@ -31,14 +31,42 @@ def load_settings(cls: type[S], what: str, **overrides: Any) -> S:
         ) from None
 
 
+def env_names(cls: type[BaseSettings], name: str) -> list[str]:
+    """The environment variables a settings field is read from, first first.
+
+    A field with a validation alias is read from the alias names only (the
+    class's prefix does not apply to them); otherwise from prefix + NAME.
+    """
+    alias = cls.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [c.upper() for c in alias.choices if isinstance(c, str) and c != name]
+    if isinstance(alias, str):
+        return [alias.upper()]
+    return [f"{cls.model_config.get('env_prefix') or ''}{name}".upper()]
+
+
 def describe(exc: ValidationError, cls: type[BaseSettings] | None = None) -> str:
-    prefix = (cls.model_config.get("env_prefix") or "") if cls else ""
+    reads_env = bool(cls and cls.model_config.get("env_prefix"))
     lines = []
     for err in exc.errors(include_url=False):
         if err["loc"]:
-            name = ".".join(str(p) for p in err["loc"])
-            env = f" (env {prefix}{name.upper()})" if prefix else ""
-            lines.append(f"{name}{env}: {err['msg']} (got {err.get('input')!r})")
+            name = _field_name(cls, str(err["loc"][0])) if cls else str(err["loc"][0])
+            rest = "".join(f".{p}" for p in err["loc"][1:])
+            env = ""
+            if reads_env and name in cls.model_fields:
+                env = f" (env {' or '.join(env_names(cls, name))})"
+            lines.append(f"{name}{rest}{env}: {err['msg']} (got {err.get('input')!r})")
         else:
             lines.append(err["msg"].removeprefix("Value error, "))
     return "; ".join(lines)
+
+
+def _field_name(cls: type[BaseSettings], loc: str) -> str:
+    """The field an error location names: pydantic reports an aliased field
+    under its first alias."""
+    if loc in cls.model_fields:
+        return loc
+    for name in cls.model_fields:
+        if loc.upper() in env_names(cls, name):
+            return name
+    return loc

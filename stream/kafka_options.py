@@ -1,0 +1,160 @@
+"""How elcrec's Kafka clients authenticate and encrypt (TLS, SASL), in one place.
+
+Every process that talks to Kafka takes the same security fields:
+:class:`~elcrec.consumers.settings.IngestSettings` and the one-shot commands
+(``elcrec topics``, ``elcrec replay``, ``elcrec run --kafka``) read them as
+``ELCREC_SECURITY_PROTOCOL``, ``ELCREC_SASL_PLAIN_PASSWORD``...;
+:class:`~elcrec.consumers.trainer.TrainerSettings` reads its own
+``ELCREC_TRAINER_*`` names first and falls back to those, so one set of
+credentials serves the whole pipeline. :func:`client_options` turns them into
+the keyword arguments of kafka-python's ``KafkaConsumer``, ``KafkaProducer`` and
+``KafkaAdminClient``.
+
+Note: only the mechanisms that take a user name and a password can be set from
+the environment (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); GSSAPI and OAUTHBEARER
+need objects kafka-python cannot get from a variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, FilePath, SecretStr, create_model
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from elcrec.exceptions import ConfigError
+
+SecurityProtocol = Annotated[
+    Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
+    Field(description="how the Kafka clients connect to the brokers"),
+]
+SaslMechanism = Annotated[
+    Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None,
+    Field(description="SASL mechanism; needed with SASL_PLAINTEXT and SASL_SSL"),
+]
+SaslUsername = Annotated[str | None, Field(description="SASL user name")]
+SaslPassword = Annotated[
+    SecretStr | None, Field(description="SASL password (keep it in a secret)")
+]
+CaFile = Annotated[
+    FilePath | None,
+    Field(
+        description="PEM file of the CA that signed the brokers' certificates "
+        "(default: the system's CAs)"
+    ),
+]
+CertFile = Annotated[
+    FilePath | None,
+    Field(description="PEM client certificate, for brokers that ask for one (mTLS)"),
+]
+KeyFile = Annotated[
+    FilePath | None, Field(description="PEM private key of ssl_certfile")
+]
+
+# name: (type, default), in the order the settings tables list them
+_FIELDS: dict[str, tuple[Any, Any]] = {
+    "security_protocol": (SecurityProtocol, "PLAINTEXT"),
+    "sasl_mechanism": (SaslMechanism, None),
+    "sasl_plain_username": (SaslUsername, None),
+    "sasl_plain_password": (SaslPassword, None),
+    "ssl_cafile": (CaFile, None),
+    "ssl_certfile": (CertFile, None),
+    "ssl_keyfile": (KeyFile, None),
+}
+
+
+def security_fields(prefix: str = "ELCREC_") -> type[BaseModel]:
+    """A mixin of the security fields for a settings class whose environment
+    prefix is ``prefix``.
+
+    With ``ELCREC_`` the fields are plain (read as ``ELCREC_SECURITY_PROTOCOL``
+    ...); with another prefix each is read from ``PREFIX_NAME``, else from the
+    ``ELCREC_NAME`` the other processes read.
+    """
+    if prefix == "ELCREC_":
+        fields = {name: (t, default) for name, (t, default) in _FIELDS.items()}
+    else:
+        fields = {
+            name: (t, Field(default, validation_alias=_falling_back(name, prefix)))
+            for name, (t, default) in _FIELDS.items()
+        }
+    suffix = prefix.removeprefix("ELCREC_").strip("_").title()
+    return create_model(f"KafkaSecurityFields{suffix}", **fields)
+
+
+def _falling_back(name: str, prefix: str) -> AliasChoices:
+    return AliasChoices(f"{prefix}{name}".upper(), f"ELCREC_{name}".upper())
+
+
+KafkaSecurityFields = security_fields()
+
+
+class KafkaClientSettings(KafkaSecurityFields, BaseSettings):
+    """Security settings of the one-shot commands (``elcrec topics``,
+    ``elcrec replay``, ``elcrec run --kafka``); their other options are flags."""
+
+    model_config = SettingsConfigDict(env_prefix="ELCREC_", frozen=True)
+
+
+def load_client_options() -> dict[str, Any]:
+    """:func:`client_options` of :class:`KafkaClientSettings` read from the
+    environment.
+
+    Raises:
+        ConfigError: a bad or incomplete value, naming its variable.
+    """
+    from elcrec.settings import load_settings
+
+    return client_options(load_settings(KafkaClientSettings, "Kafka client"))
+
+
+def client_options(settings: Any) -> dict[str, Any]:
+    """kafka-python keyword arguments for the security fields of ``settings``.
+
+    Only what is set is passed, so kafka-python's own defaults hold otherwise.
+
+    Raises:
+        ConfigError: SASL is asked for without a mechanism, user and password,
+            or a client key without its certificate; the message names the
+            variables to set.
+    """
+    protocol = settings.security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        missing = [
+            name
+            for name in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
+            if getattr(settings, name) is None
+        ]
+        if missing:
+            raise ConfigError(
+                f"security_protocol {protocol} needs {_named(settings, missing)}"
+            )
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_plain_username
+        options["sasl_plain_password"] = settings.sasl_plain_password.get_secret_value()
+    if settings.ssl_keyfile is not None and settings.ssl_certfile is None:
+        raise ConfigError(
+            f"ssl_keyfile is set without {_named(settings, ['ssl_certfile'])}"
+        )
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value: Path | None = getattr(settings, name)
+        if value is None:
+            continue
+        if protocol not in ("SSL", "SASL_SSL"):
+            raise ConfigError(
+                f"{_named(settings, [name])} is set but security_protocol is "
+                f"{protocol}: use SSL or SASL_SSL, or unset it"
+            )
+        options[name] = str(value)
+    return options
+
+
+def _named(settings: Any, fields: list[str]) -> str:
+    from elcrec.settings import env_names
+
+    return ", ".join(
+        f"{name} (env {' or '.join(env_names(type(settings), name))})"
+        for name in fields
+    )
