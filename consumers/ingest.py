@@ -60,6 +60,7 @@ from elcrec.exceptions import ElcrecError
 from elcrec.signals import install_stop_handlers
 from elcrec.state.store import CommitResult, Outcome, PartitionStore, SequenceStore
 from elcrec.stream.exceptions import BadRecord
+from elcrec.stream.kafka_options import client_options
 from elcrec.stream.serde import decode_event, encode_sequence_update
 from elcrec.stream.topics import wait_for_topic
 
@@ -157,9 +158,11 @@ class IngestApp:
         s = self.settings
         if s.metrics_port is not None:
             self._metrics_server = self.metrics.serve(s.metrics_port, s.metrics_host)
+        security = client_options(s)
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=s.bootstrap_servers,
+                **security,
                 client_id=f"{s.client_id}-producer",
                 linger_ms=5,
                 batch_size=512 * 1024,
@@ -169,6 +172,7 @@ class IngestApp:
             )
             self._consumer = KafkaConsumer(
                 bootstrap_servers=s.bootstrap_servers,
+                **security,
                 group_id=s.group_id,
                 group_instance_id=s.group_instance_id,
                 client_id=s.client_id,

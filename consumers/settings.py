@@ -3,6 +3,8 @@
 Every field can be set as an environment variable (``ELCREC_GROUP_ID``,
 ``ELCREC_STATE_DIR``, ...; the Kafka address also as
 ``KAFKA_BOOTSTRAP_SERVERS``), or passed as a keyword / command-line option.
+The Kafka security fields (``ELCREC_SECURITY_PROTOCOL``...) come from
+:mod:`elcrec.stream.kafka_options`.
 :func:`load_ingest_settings` validates them once and raises
 :class:`~elcrec.exceptions.ConfigError` naming every bad field.
 """
@@ -18,11 +20,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from elcrec.settings import load_settings
 from elcrec.state.store import StoreOptions
 from elcrec.stream.events import EventType
+from elcrec.stream.kafka_options import KafkaSecurityFields
 from elcrec.stream.serde import MIN_EVENT_TIME_MS, EventLimits
 from elcrec.stream.topics import DLQ_TOPIC, EVENTS_TOPIC, SEQUENCES_TOPIC
 
 
-class IngestSettings(BaseSettings):
+class IngestSettings(KafkaSecurityFields, BaseSettings):
     """Settings of one ingest consumer process (frozen once loaded)."""
 
     model_config = SettingsConfigDict(
@@ -33,21 +36,33 @@ class IngestSettings(BaseSettings):
     bootstrap_servers: str = Field(
         "127.0.0.1:9092",
         validation_alias=AliasChoices(
-            "bootstrap_servers", "ELCREC_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+            "ELCREC_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
         ),
         description="Kafka bootstrap address(es), comma separated",
     )
-    group_id: str = Field("elcrec-ingest", min_length=1)
+    group_id: str = Field(
+        "elcrec-ingest", min_length=1, description="consumer group of the ingest"
+    )
     group_instance_id: str | None = Field(
         None,
         description="static membership id: a restarted consumer gets its "
         "partitions back without waiting for the session timeout",
     )
-    client_id: str = "elcrec-ingest"
-    events_topic: str = Field(EVENTS_TOPIC, min_length=1)
-    dlq_topic: str = Field(DLQ_TOPIC, min_length=1)
-    sequences_topic: str = Field(SEQUENCES_TOPIC, min_length=1)
-    publish_sequences: bool = True
+    client_id: str = Field(
+        "elcrec-ingest", description="Kafka client id (the producer's ends -producer)"
+    )
+    events_topic: str = Field(
+        EVENTS_TOPIC, min_length=1, description="click events are read from it"
+    )
+    dlq_topic: str = Field(
+        DLQ_TOPIC, min_length=1, description="bad records go to it, with the reason"
+    )
+    sequences_topic: str = Field(
+        SEQUENCES_TOPIC, min_length=1, description="sequence updates go to it"
+    )
+    publish_sequences: bool = Field(
+        True, description="send sequence updates (the trainer learns from them)"
+    )
     publish_interval_ms: int = Field(
         500,
         ge=0,
@@ -55,11 +70,21 @@ class IngestSettings(BaseSettings):
         description="a user's sequence update is sent at most once per interval "
         "(the newest version); 0: once per polled batch",
     )
-    session_timeout_ms: int = Field(45_000, ge=1000)
-    heartbeat_interval_ms: int = Field(3_000, ge=100)
-    max_poll_interval_ms: int = Field(300_000, ge=1000)
-    max_poll_records: int = Field(5_000, ge=1, le=100_000)
-    poll_timeout_ms: int = Field(200, ge=1, le=60_000)
+    session_timeout_ms: int = Field(
+        45_000, ge=1000, description="consumer group session timeout"
+    )
+    heartbeat_interval_ms: int = Field(
+        3_000, ge=100, description="group heartbeats; below session_timeout_ms"
+    )
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1000, description="longest time between polls within the group"
+    )
+    max_poll_records: int = Field(
+        5_000, ge=1, le=100_000, description="records per poll (one write batch)"
+    )
+    poll_timeout_ms: int = Field(
+        200, ge=1, le=60_000, description="longest wait of one poll"
+    )
     kafka_commit_interval_s: float = Field(
         1.0, ge=0, description="how often stored offsets are committed to Kafka"
     )
@@ -68,17 +93,52 @@ class IngestSettings(BaseSettings):
     )
 
     # -- state ----------------------------------------------------------------
-    state_dir: Path = Path("elcrec-work/state")
+    state_dir: Path = Field(
+        Path("elcrec-work/state"),
+        description="RocksDB state: one database per partition, at "
+        "STATE_DIR/<events topic>/<partition>/",
+    )
     max_sequence_length: int = Field(50, ge=1, le=100_000)
-    dedup_window: int = Field(100_000, ge=0, le=100_000_000)
-    counted_event_types: frozenset[EventType] = frozenset(EventType)
-    sync_writes: bool = True
-    lock_timeout_s: float = Field(30.0, ge=0)
+    dedup_window: int = Field(
+        100_000,
+        ge=0,
+        le=100_000_000,
+        description="event ids remembered per partition for de-duplication; 0: off",
+    )
+    counted_event_types: frozenset[EventType] = Field(
+        frozenset(EventType),
+        description="event types appended to sequences (JSON list); "
+        "others are consumed and ignored",
+    )
+    sync_writes: bool = Field(
+        True,
+        description="fsync each write batch (off: a machine crash may lose "
+        "the last batches, which Kafka then delivers again)",
+    )
+    lock_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="wait for another consumer to release a partition's state "
+        "during a rebalance",
+    )
 
     # -- validation -----------------------------------------------------------
-    max_event_bytes: int = Field(64 * 1024, ge=64, le=16 * 1024 * 1024)
-    min_event_time_ms: int = Field(MIN_EVENT_TIME_MS, ge=0)
-    max_future_ms: int = Field(24 * 3600 * 1000, ge=0)
+    max_event_bytes: int = Field(
+        64 * 1024,
+        ge=64,
+        le=16 * 1024 * 1024,
+        description="larger records are dead-lettered (too_large)",
+    )
+    min_event_time_ms: int = Field(
+        MIN_EVENT_TIME_MS,
+        ge=0,
+        description="earlier event times are dead-lettered (bad_timestamp)",
+    )
+    max_future_ms: int = Field(
+        24 * 3600 * 1000,
+        ge=0,
+        description="event times further ahead of the clock are dead-lettered",
+    )
     dlq_max_value_bytes: int = Field(
         64 * 1024, ge=0, description="dead-lettered values are cut to this size"
     )
@@ -87,7 +147,10 @@ class IngestSettings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus port; None: no server"
     )
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="address the metrics server listens on (0.0.0.0 in a container)",
+    )
     lag_interval_s: float = Field(5.0, gt=0, description="consumer lag refresh")
 
     @model_validator(mode="after")

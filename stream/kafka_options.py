@@ -20,10 +20,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, FilePath, SecretStr, create_model
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    FilePath,
+    SecretStr,
+    create_model,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from elcrec.exceptions import ConfigError
 
 SecurityProtocol = Annotated[
     Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
@@ -51,6 +57,18 @@ CertFile = Annotated[
 KeyFile = Annotated[
     FilePath | None, Field(description="PEM private key of ssl_certfile")
 ]
+
+
+class _SecurityChecks(BaseModel):
+    """Base of the security mixins: refuses unusable combinations at load."""
+
+    @model_validator(mode="after")
+    def _check_security(self):
+        problem = security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 # name: (type, default), in the order the settings tables list them
 _FIELDS: dict[str, tuple[Any, Any]] = {
@@ -80,7 +98,9 @@ def security_fields(prefix: str = "ELCREC_") -> type[BaseModel]:
             for name, (t, default) in _FIELDS.items()
         }
     suffix = prefix.removeprefix("ELCREC_").strip("_").title()
-    return create_model(f"KafkaSecurityFields{suffix}", **fields)
+    return create_model(
+        f"KafkaSecurityFields{suffix}", __base__=_SecurityChecks, **fields
+    )
 
 
 def _falling_back(name: str, prefix: str) -> AliasChoices:
@@ -102,7 +122,8 @@ def load_client_options() -> dict[str, Any]:
     environment.
 
     Raises:
-        ConfigError: a bad or incomplete value, naming its variable.
+        ConfigError: a bad, incomplete or contradictory value, naming its
+            variable.
     """
     from elcrec.settings import load_settings
 
@@ -110,17 +131,28 @@ def load_client_options() -> dict[str, Any]:
 
 
 def client_options(settings: Any) -> dict[str, Any]:
-    """kafka-python keyword arguments for the security fields of ``settings``.
+    """kafka-python keyword arguments for the security fields of ``settings``
+    (validated when the settings were loaded).
 
     Only what is set is passed, so kafka-python's own defaults hold otherwise.
-
-    Raises:
-        ConfigError: SASL is asked for without a mechanism, user and password,
-            or a client key without its certificate; the message names the
-            variables to set.
     """
     protocol = settings.security_protocol
     options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_plain_username
+        options["sasl_plain_password"] = settings.sasl_plain_password.get_secret_value()
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value: Path | None = getattr(settings, name)
+        if value is not None:
+            options[name] = str(value)
+    return options
+
+
+def security_problem(settings: Any) -> str | None:
+    """What is missing or contradictory in the security fields, naming the
+    variables to set; None when they can be used."""
+    protocol = settings.security_protocol
     if protocol.startswith("SASL_"):
         missing = [
             name
@@ -128,27 +160,21 @@ def client_options(settings: Any) -> dict[str, Any]:
             if getattr(settings, name) is None
         ]
         if missing:
-            raise ConfigError(
-                f"security_protocol {protocol} needs {_named(settings, missing)}"
-            )
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_plain_username
-        options["sasl_plain_password"] = settings.sasl_plain_password.get_secret_value()
+            return f"security_protocol {protocol} needs {_named(settings, missing)}"
     if settings.ssl_keyfile is not None and settings.ssl_certfile is None:
-        raise ConfigError(
-            f"ssl_keyfile is set without {_named(settings, ['ssl_certfile'])}"
-        )
-    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        value: Path | None = getattr(settings, name)
-        if value is None:
-            continue
-        if protocol not in ("SSL", "SASL_SSL"):
-            raise ConfigError(
-                f"{_named(settings, [name])} is set but security_protocol is "
-                f"{protocol}: use SSL or SASL_SSL, or unset it"
+        return f"ssl_keyfile is set without {_named(settings, ['ssl_certfile'])}"
+    if protocol not in ("SSL", "SASL_SSL"):
+        given = [
+            name
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+            if getattr(settings, name) is not None
+        ]
+        if given:
+            return (
+                f"{_named(settings, given)} set, but security_protocol is "
+                f"{protocol}: use SSL or SASL_SSL, or unset them"
             )
-        options[name] = str(value)
-    return options
+    return None
 
 
 def _named(settings: Any, fields: list[str]) -> str:

@@ -103,8 +103,12 @@ def replay(
     interactions: list,
     options: ReplayOptions = ReplayOptions(),
     progress_every_s: float = 10.0,
+    client_options: dict | None = None,
 ) -> ReplayStats:
     """Send ``interactions`` to ``topic`` as keyed click events.
+
+    ``client_options`` are extra kafka-python arguments (TLS, SASL: see
+    :func:`elcrec.stream.kafka_options.client_options`).
 
     Returns:
         How many events were sent, and in how many seconds.
@@ -116,6 +120,7 @@ def replay(
         client_id="elcrec-replay",
         linger_ms=20,
         batch_size=256 * 1024,
+        **(client_options or {}),
     )
     stats = ReplayStats()
     t0 = time.monotonic()

@@ -57,9 +57,15 @@ def default_topics(
 
 
 def ensure_topics(
-    bootstrap_servers: str, specs: list[TopicSpec], timeout_s: float = 30.0
+    bootstrap_servers: str,
+    specs: list[TopicSpec],
+    timeout_s: float = 30.0,
+    client_options: dict | None = None,
 ) -> dict[str, str]:
     """Create the topics that do not exist yet; leave existing ones alone.
+
+    ``client_options`` are extra kafka-python arguments (TLS, SASL: see
+    :func:`elcrec.stream.kafka_options.client_options`).
 
     Returns:
         ``{name: "created" | "exists" | "exists-partitions-N"}``; the last form
@@ -74,7 +80,9 @@ def ensure_topics(
 
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers, client_id="elcrec-topics"
+            bootstrap_servers=bootstrap_servers,
+            client_id="elcrec-topics",
+            **(client_options or {}),
         )
     except KafkaError as exc:
         raise TopicError(

@@ -61,8 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from elcrec.exceptions import ConfigError
     from elcrec.stream.events import EventType
+    from elcrec.stream.kafka_options import load_client_options
     from elcrec.stream.replay import ReplayOptions, load_interactions, replay
 
+    security = load_client_options()  # ELCREC_SECURITY_PROTOCOL...
     synthetic = None
     if args.data == "synthetic":
         synthetic = dict(
@@ -98,7 +100,9 @@ def main(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
     try:
-        stats = replay(args.kafka, args.topic, interactions, options)
+        stats = replay(
+            args.kafka, args.topic, interactions, options, client_options=security
+        )
     except KafkaError as exc:
         raise ConfigError(
             f"cannot send to Kafka at {args.kafka} (option --kafka): {exc}"

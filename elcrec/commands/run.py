@@ -255,11 +255,13 @@ def run_embedded(args) -> dict:
 
 
 def run_kafka(args) -> int:
+    from elcrec.stream.kafka_options import load_client_options
     from elcrec.stream.topics import default_topics, ensure_topics
 
+    security = load_client_options()  # the child processes read the same variables
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    created = ensure_topics(args.kafka, default_topics())
+    created = ensure_topics(args.kafka, default_topics(), client_options=security)
     logger.info("Topics ready %s", created)
 
     exe = [sys.executable, "-m", "elcrec.cli"]

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from elcrec.exceptions import ConfigError
+    from elcrec.stream.kafka_options import load_client_options
     from elcrec.stream.topics import default_topics, ensure_topics
 
     if args.partitions < 1 or args.replication < 1:
@@ -45,6 +46,8 @@ def main(args: argparse.Namespace) -> int:
         retention_ms=int(args.retention_hours * 3600 * 1000),
         dlq_retention_ms=int(args.dlq_retention_hours * 3600 * 1000),
     )
-    for name, state in ensure_topics(args.kafka, specs).items():
+    security = load_client_options()  # ELCREC_SECURITY_PROTOCOL...
+    created = ensure_topics(args.kafka, specs, client_options=security)
+    for name, state in created.items():
         print(f"{name}\t{state}")
     return 0
