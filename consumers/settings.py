@@ -145,7 +145,7 @@ class IngestSettings(KafkaSecurityFields, BaseSettings):
 
     # -- metrics --------------------------------------------------------------
     metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="Prometheus port; None: no server"
+        None, ge=0, le=65535, description="Prometheus metrics port; unset: none"
     )
     metrics_host: str = Field(
         "127.0.0.1",

@@ -111,15 +111,26 @@ KafkaSecurityFields = security_fields()
 
 
 class KafkaClientSettings(KafkaSecurityFields, BaseSettings):
-    """Security settings of the one-shot commands (``elcrec topics``,
-    ``elcrec replay``, ``elcrec run --kafka``); their other options are flags."""
+    """Kafka settings of the one-shot commands (``elcrec topics``, ``elcrec
+    replay``; ``elcrec run --kafka`` takes the security fields only): the same
+    variables the ingest consumer reads. Their other options are flags."""
 
-    model_config = SettingsConfigDict(env_prefix="ELCREC_", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ELCREC_", frozen=True, populate_by_name=True
+    )
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            "ELCREC_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="Kafka bootstrap address(es), comma separated (--kafka)",
+    )
 
 
-def load_client_options() -> dict[str, Any]:
-    """:func:`client_options` of :class:`KafkaClientSettings` read from the
-    environment.
+def load_client_settings(bootstrap_servers: str | None = None) -> KafkaClientSettings:
+    """:class:`KafkaClientSettings` from the environment; ``bootstrap_servers``
+    (a ``--kafka`` flag) wins over it when given.
 
     Raises:
         ConfigError: a bad, incomplete or contradictory value, naming its
@@ -127,7 +138,9 @@ def load_client_options() -> dict[str, Any]:
     """
     from elcrec.settings import load_settings
 
-    return client_options(load_settings(KafkaClientSettings, "Kafka client"))
+    return load_settings(
+        KafkaClientSettings, "Kafka client", bootstrap_servers=bootstrap_servers
+    )
 
 
 def client_options(settings: Any) -> dict[str, Any]:

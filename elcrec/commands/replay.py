@@ -8,7 +8,6 @@ CSV/TSV/JSON lines) or ``synthetic`` for the generator with planted intents
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 
@@ -19,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topic", default="elcrec.events", help="events topic")
     parser.add_argument(
         "--kafka",
-        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        help="Kafka bootstrap address (default: $KAFKA_BOOTSTRAP_SERVERS)",
+        help="Kafka bootstrap address (default: $ELCREC_BOOTSTRAP_SERVERS or "
+        "$KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)",
     )
     parser.add_argument("--rate", type=float, help="events per second at most")
     parser.add_argument(
@@ -61,10 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from elcrec.exceptions import ConfigError
     from elcrec.stream.events import EventType
-    from elcrec.stream.kafka_options import load_client_options
+    from elcrec.stream.kafka_options import client_options, load_client_settings
     from elcrec.stream.replay import ReplayOptions, load_interactions, replay
 
-    security = load_client_options()  # ELCREC_SECURITY_PROTOCOL...
+    kafka = load_client_settings(args.kafka)
     synthetic = None
     if args.data == "synthetic":
         synthetic = dict(
@@ -101,11 +100,15 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         stats = replay(
-            args.kafka, args.topic, interactions, options, client_options=security
+            kafka.bootstrap_servers,
+            args.topic,
+            interactions,
+            options,
+            client_options=client_options(kafka),
         )
     except KafkaError as exc:
         raise ConfigError(
-            f"cannot send to Kafka at {args.kafka} (option --kafka): {exc}"
+            f"cannot send to Kafka at {kafka.bootstrap_servers} (option --kafka): {exc}"
         ) from None
     print(f"sent {stats.sent} events to {args.topic} in {stats.seconds:.1f}s")
     return 0

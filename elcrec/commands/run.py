@@ -255,10 +255,11 @@ def run_embedded(args) -> dict:
 
 
 def run_kafka(args) -> int:
-    from elcrec.stream.kafka_options import load_client_options
+    from elcrec.stream.kafka_options import client_options, load_client_settings
     from elcrec.stream.topics import default_topics, ensure_topics
 
-    security = load_client_options()  # the child processes read the same variables
+    # TLS and SASL from ELCREC_*, which the child processes read as well
+    security = client_options(load_client_settings(args.kafka))
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     created = ensure_topics(args.kafka, default_topics(), client_options=security)

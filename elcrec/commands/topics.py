@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kafka",
-        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        help="Kafka bootstrap address (default: $KAFKA_BOOTSTRAP_SERVERS)",
+        help="Kafka bootstrap address (default: $ELCREC_BOOTSTRAP_SERVERS or "
+        "$KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)",
     )
     parser.add_argument(
         "--partitions",
@@ -35,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from elcrec.exceptions import ConfigError
-    from elcrec.stream.kafka_options import load_client_options
+    from elcrec.stream.kafka_options import client_options, load_client_settings
     from elcrec.stream.topics import default_topics, ensure_topics
 
     if args.partitions < 1 or args.replication < 1:
@@ -46,8 +45,10 @@ def main(args: argparse.Namespace) -> int:
         retention_ms=int(args.retention_hours * 3600 * 1000),
         dlq_retention_ms=int(args.dlq_retention_hours * 3600 * 1000),
     )
-    security = load_client_options()  # ELCREC_SECURITY_PROTOCOL...
-    created = ensure_topics(args.kafka, specs, client_options=security)
+    kafka = load_client_settings(args.kafka)
+    created = ensure_topics(
+        kafka.bootstrap_servers, specs, client_options=client_options(kafka)
+    )
     for name, state in created.items():
         print(f"{name}\t{state}")
     return 0
