@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "topics": ("elcrec.commands.topics", "create elcrec's Kafka topics"),
     "drift-report": ("elcrec.commands.drift_report", "render an intent-drift report"),
+    "health": ("elcrec.commands.health", "check a container's ingest or trainer"),
 }
 
 
