@@ -52,6 +52,7 @@ def main(argv=None) -> int:
 
     from elcrec.consumers.trainer import Incoming, TrainerLoop, load_trainer_settings
     from elcrec.data import read_interactions
+    from elcrec.state.store import StoreOptions
     from elcrec.stream.events import SequenceUpdate as SequenceRecord
     from elcrec.stream_baselines import MostPopular, RecentPopular, Transitions
 
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="elcrec-bench-"))
     settings = load_trainer_settings(work_dir=work, **overrides)
     loop = TrainerLoop(settings)
-    max_len = settings.block_size + 1
+    # What one sequence update carries (the ingest consumer's default).
+    max_len = StoreOptions().max_sequence_length
 
     baselines = (
         {}

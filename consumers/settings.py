@@ -98,7 +98,13 @@ class IngestSettings(KafkaSecurityFields, BaseSettings):
         description="RocksDB state: one database per partition, at "
         "STATE_DIR/<events topic>/<partition>/",
     )
-    max_sequence_length: int = Field(50, ge=1, le=100_000)
+    max_sequence_length: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="items kept per user and carried by each sequence update; "
+        "a user's new events beyond it within one publish interval are not learned",
+    )
     dedup_window: int = Field(
         100_000,
         ge=0,

@@ -142,6 +142,11 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     drift_js_min: float = Field(0.05, ge=0, le=1)
     drift_js_ratio: float = Field(3.0, ge=1)
     drift_warmup_windows: int = Field(5, ge=0)
+    drift_log_bytes: int = Field(
+        64 * 2**20,
+        ge=0,
+        description="size at which drift.jsonl rolls over to drift.jsonl.1 (0: no log)",
+    )
 
     # -- metrics --------------------------------------------------------------
     metrics_port: int | None = Field(None, ge=0, le=65535)
@@ -154,6 +159,10 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     @property
     def checkpoint_path(self) -> Path:
         return self.work_dir / "checkpoint.pt"
+
+    @property
+    def drift_log_path(self) -> Path:
+        return self.work_dir / "drift.jsonl"
 
 
 def load_trainer_settings(**overrides) -> TrainerSettings:
@@ -249,6 +258,11 @@ class TrainerMetrics:
         self.drift_windows = Counter(
             "elcrec_drift_windows", "drift windows closed", registry=r
         )
+        # Every (detector, direction) series exists from the start, at 0, so
+        # that increase() sees the first alarm of each kind.
+        for detector in ("intent_mix", "quality", "loss"):
+            for direction in ("rise", "fall"):
+                self.drift_alarms.labels(detector, direction)
         self.queue = Gauge(
             "elcrec_trainer_queue_records",
             "records waiting between poll and train",
@@ -503,8 +517,30 @@ class TrainerLoop:
         self._emit(alarm)
 
     def _emit(self, record) -> None:
+        self._log_drift(record)
         if self.on_drift is not None:
             self.on_drift(record)
+
+    def _log_drift(self, record) -> None:
+        """Append a drift record to ``drift.jsonl`` (read by ``elcrec drift-report``).
+
+        The log rolls over to ``drift.jsonl.1`` at ``drift_log_bytes``, so it
+        is bounded. After a crash the records since the last checkpoint are
+        written again; readers keep the last copy of each window and alarm.
+        """
+        limit = self.settings.drift_log_bytes
+        if limit == 0:
+            return
+        path = self.settings.drift_log_path
+        line = record.model_dump_json() + "\n"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() and path.stat().st_size + len(line) > limit:
+                path.replace(path.with_name(path.name + ".1"))
+            with path.open("a", encoding="utf-8") as f:
+                f.write(line)
+        except OSError as exc:  # monitoring must not stop training
+            logger.warning("Could not write the drift log path=%s error=%s", path, exc)
 
     # -- checkpoints and publishing ------------------------------------------------
 

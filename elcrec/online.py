@@ -313,12 +313,12 @@ class OnlineTrainer:
 
     def _learn_chunk(self, updates: list[SequenceUpdate], report: StepReport) -> None:
         T = self.block_size
-        items = [i for u in updates for i in u.items[-(T + 1) :]]
-        self._register_items(items, report)
-
-        # Rows of each update's recent items, oldest first.
-        rows = [[self.vocab.lookup(i) for i in u.items[-(T + 1) :]] for u in updates]
-        # Only the events still in the window can be predicted; all count as seen.
+        # Every carried item takes part: a record may carry more new events
+        # than the model's window (a burst, or a backlog); each new event is
+        # predicted from the T events before it, and the training windows
+        # below cover all of them.
+        self._register_items([i for u in updates for i in u.items], report)
+        rows = [[self.vocab.lookup(i) for i in u.items] for u in updates]
         n_eval = [min(u.n_new, len(r)) for u, r in zip(updates, rows, strict=True)]
 
         # -- test: predict each new event from the events before it
@@ -328,19 +328,26 @@ class OnlineTrainer:
         report.events += sum(u.n_new for u in updates)
         self.events_seen += sum(u.n_new for u in updates)
 
-        # -- train: fresh sequences plus a replay sample of recent ones
+        # -- train: fresh windows plus a replay sample of recent sequences
         # As much learning per event whether events come one per record (live)
         # or many per record (a backlog, one record per user per ingest batch):
-        # one step per fresh_per_step trainable new events.
+        # one step per fresh_per_step trainable new events, each step on at
+        # most fresh_per_step fresh windows.
         fresh_users = {u.user for u in updates}
-        fresh_rows = [r for r in rows if len(r) >= 2]
+        fresh_rows = [
+            w for r, n in zip(rows, n_eval, strict=True) for w in _windows(r, n, T)
+        ]
         trainable = sum(min(n, len(r) - 1) for n, r in zip(n_eval, rows, strict=True))
         n_steps = min(
             self.config.max_steps_per_batch,
             max(1, round(trainable / self.config.fresh_per_step)),
         )
-        for _ in range(n_steps * self.config.steps_per_batch):
-            train_rows = fresh_rows + self._replay_sample(fresh_users)
+        size = self.config.fresh_per_step
+        n_chunks = max(1, -(-len(fresh_rows) // size))
+        for s in range(max(n_steps, n_chunks) * self.config.steps_per_batch):
+            c = s % n_chunks
+            train_rows = fresh_rows[c * size : (c + 1) * size]
+            train_rows = train_rows + self._replay_sample(fresh_users)
             if train_rows:
                 self._train_step(train_rows, report)
 
@@ -408,17 +415,19 @@ class OnlineTrainer:
     def _prequential(self, rows: list[list[int]], n_new: list[int]) -> list[int]:
         """0-based rank of each new event's item among all items, seen excluded.
 
-        A user's first event is predicted from the empty sequence, as a
-        popularity baseline would.
+        The model sees the ``block_size`` events before the event; "seen" is
+        every item the record carries before it. A user's first event is
+        predicted from the empty sequence, as a popularity baseline would.
         """
         T = self.block_size
-        prefixes, targets = [], []
+        prefixes, seens, targets = [], [], []
         for r, n in zip(rows, n_new, strict=True):
             for j in range(len(r) - n, len(r)):
                 self._eval_counter += 1
                 if self._eval_counter % self.config.eval_every:
                     continue
                 prefixes.append(r[max(0, j - T) : j])
+                seens.append(r[:j])
                 targets.append(r[j])
         if not prefixes:
             return []
@@ -427,16 +436,23 @@ class OnlineTrainer:
         n_known = len(self.vocab)
         ranks: list[int] = []
         for start in range(0, len(prefixes), 64):
-            seqs = self._pad(prefixes[start : start + 64])  # (b, T)
-            tgt = torch.tensor(targets[start : start + 64], device=self.device)
+            end = start + 64
+            seqs = self._pad(prefixes[start:end])  # (b, T)
+            width = max(1, max(len(x) for x in seens[start:end]))
+            seen = torch.zeros(len(seqs), width, dtype=torch.long)
+            for b, x in enumerate(seens[start:end]):
+                if x:
+                    seen[b, : len(x)] = torch.tensor(x, dtype=torch.long)
+            seen = seen.to(self.device)
+            tgt = torch.tensor(targets[start:end], device=self.device)
             scores = self.model.score_last(seqs)  # (b, N + 1)
             scores[:, n_known + 1 :] = float("-inf")  # rows not (yet) in use
             target_score = scores.gather(1, tgt[:, None])  # (b, 1)
-            scores.scatter_(1, seqs, float("-inf"))  # seen items (and padding)
+            scores.scatter_(1, seen, float("-inf"))  # seen items (and padding)
             rank = (scores > target_score).sum(dim=1)
             # A seen target cannot be recommended: a miss.
-            seen = (seqs == tgt[:, None]).any(dim=1)
-            rank = torch.where(seen, torch.full_like(rank, MISS), rank)
+            was_seen = (seen == tgt[:, None]).any(dim=1)
+            rank = torch.where(was_seen, torch.full_like(rank, MISS), rank)
             ranks.extend(rank.tolist())
         return ranks
 
@@ -611,6 +627,26 @@ class OnlineTrainer:
         """Resume from :meth:`save_checkpoint`; returns ``(trainer, extra)``."""
         blob = torch.load(Path(path), map_location=device, weights_only=True)
         return cls.from_state_dict(blob["trainer"], device), blob["extra"]
+
+
+def _windows(row: list[int], n_new: int, T: int) -> list[list[int]]:
+    """Training windows of at most ``T + 1`` items whose targets (all but the
+    first item) cover the last ``n_new`` items of ``row``, newest first.
+
+    >>> _windows([1, 2, 3, 4, 5, 6], n_new=5, T=2)
+    [[4, 5, 6], [2, 3, 4], [1, 2]]
+    >>> _windows([1, 2, 3, 4, 5, 6], n_new=1, T=2)
+    [[4, 5, 6]]
+    """
+    out = []
+    end, first = len(row), len(row) - n_new
+    while end >= 2:
+        start = max(0, end - (T + 1))
+        out.append(row[start:end])
+        if start < first:
+            break
+        end = start + 1
+    return out
 
 
 def _rng_to_plain(state: tuple) -> list:

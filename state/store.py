@@ -119,7 +119,7 @@ class StoreOptions:
             partition's lock (during a rebalance hand-over).
     """
 
-    max_sequence_length: int = 50
+    max_sequence_length: int = 200
     dedup_window: int = 100_000
     counted_event_types: frozenset[str] = ALL_EVENT_TYPES
     sync_writes: bool = True

@@ -155,7 +155,12 @@ def run_embedded(args) -> dict:
     store = SequenceStore(
         work / "state",
         "embedded",
-        StoreOptions(max_sequence_length=settings.block_size or 50),
+        # Long enough that a batch's every event reaches the trainer.
+        StoreOptions(
+            max_sequence_length=max(
+                StoreOptions().max_sequence_length, args.batch_events + 1
+            )
+        ),
     )
     part = store.assign(0)
     start = part.next_offset or 0
