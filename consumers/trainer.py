@@ -77,13 +77,25 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
         ),
         description="Kafka bootstrap address(es), comma separated",
     )
-    group_id: str = Field("elcrec-trainer", min_length=1)
-    client_id: str = "elcrec-trainer"
-    sequences_topic: str = Field(SEQUENCES_TOPIC, min_length=1)
-    models_topic: str = Field(MODELS_TOPIC, min_length=1)
-    drift_topic: str = Field(DRIFT_TOPIC, min_length=1)
-    session_timeout_ms: int = Field(45_000, ge=1000)
-    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    group_id: str = Field(
+        "elcrec-trainer", min_length=1, description="the trainer's consumer group"
+    )
+    client_id: str = Field("elcrec-trainer", description="Kafka client id")
+    sequences_topic: str = Field(
+        SEQUENCES_TOPIC, min_length=1, description="sequence updates to learn from"
+    )
+    models_topic: str = Field(
+        MODELS_TOPIC, min_length=1, description="where publications are announced"
+    )
+    drift_topic: str = Field(
+        DRIFT_TOPIC, min_length=1, description="drift windows and alarms"
+    )
+    session_timeout_ms: int = Field(
+        45_000, ge=1000, description="Kafka group session timeout"
+    )
+    heartbeat_interval_ms: int = Field(
+        3_000, ge=100, description="Kafka group heartbeat interval"
+    )
     queue_records: int = Field(
         20_000, ge=1, description="records buffered between polling and training"
     )
@@ -99,11 +111,19 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
 
     # -- model ----------------------------------------------------------------
     preset: str | None = Field(None, description="beauty, sports, toys or yelp")
-    n_layer: int | None = Field(1, ge=1, le=12)
-    n_intents: int | None = Field(64, ge=1, le=4096)
-    block_size: int | None = Field(50, ge=2, le=1000)
-    dropout: float | None = Field(0.1, ge=0, lt=1)
-    clu_weight: float | None = Field(0.1, ge=0)
+    n_layer: int | None = Field(1, ge=1, le=12, description="transformer layers")
+    n_intents: int | None = Field(
+        64, ge=1, le=4096, description="learnable intent centers K"
+    )
+    block_size: int | None = Field(
+        50, ge=2, le=1000, description="events the encoder sees before a prediction"
+    )
+    dropout: float | None = Field(
+        0.1, ge=0, lt=1, description="dropout of embeddings and attention"
+    )
+    clu_weight: float | None = Field(
+        0.1, ge=0, description="weight lambda of the intent (cluster) losses"
+    )
     seqcl_similarity: str | None = Field(
         "cosine",
         pattern="^(dot|cosine)$",
@@ -112,36 +132,77 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     rec_loss: str | None = Field(
         None, pattern="^(bce|ce)$", description="bce (the paper) or ce (full softmax)"
     )
-    device: str = "cpu"
-    seed: int = 0
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1...")
+    seed: int = Field(0, description="seed of initialisation and sampling")
 
     # -- learning -------------------------------------------------------------
-    fresh_per_step: int = Field(256, ge=1)
-    steps_per_batch: int = Field(1, ge=1, le=100)
-    replay_per_step: int = Field(128, ge=0)
-    replay_size: int = Field(20_000, ge=1)
-    vocab_capacity: int = Field(200_000, ge=2)
+    fresh_per_step: int = Field(
+        256, ge=1, description="fresh users per mini-batch (and new events per step)"
+    )
+    steps_per_batch: int = Field(
+        1, ge=1, le=100, description="optimizer steps per mini-batch"
+    )
+    replay_per_step: int = Field(
+        128, ge=0, description="replayed recent sequences added to each step"
+    )
+    replay_size: int = Field(
+        20_000, ge=1, description="recent user sequences kept for replay"
+    )
+    vocab_capacity: int = Field(
+        200_000,
+        ge=2,
+        description="most item rows; when full the least recently seen item's "
+        "row is recycled",
+    )
     user_capacity: int = Field(
         1_000_000, ge=1, description="users whose last learned version is kept"
     )
-    lr: float = Field(5e-3, gt=0)
-    metrics_window: int = Field(5_000, ge=1)
+    lr: float = Field(5e-3, gt=0, description="Adam learning rate")
+    metrics_window: int = Field(
+        5_000, ge=1, description="events in the live HR/NDCG window"
+    )
     max_wait_ms: int = Field(
         200, ge=1, description="longest wait for a full mini-batch before a step"
     )
 
     # -- schedules ------------------------------------------------------------
-    publish_every_steps: int = Field(200, ge=1)
-    publish_every_s: float = Field(60.0, gt=0)
-    keep_versions: int = Field(5, ge=1)
-    checkpoint_every_steps: int = Field(100, ge=1)
-    checkpoint_every_s: float = Field(30.0, gt=0)
+    publish_every_steps: int = Field(
+        200, ge=1, description="publish a model after this many steps..."
+    )
+    publish_every_s: float = Field(60.0, gt=0, description="...or seconds")
+    keep_versions: int = Field(5, ge=1, description="published versions kept")
+    checkpoint_every_steps: int = Field(
+        100, ge=1, description="checkpoint after this many steps..."
+    )
+    checkpoint_every_s: float = Field(30.0, gt=0, description="...or seconds")
 
     # -- drift ----------------------------------------------------------------
     drift_window: int = Field(2000, ge=10, description="assignments per drift window")
-    drift_js_min: float = Field(0.05, ge=0, le=1)
-    drift_js_ratio: float = Field(3.0, ge=1)
-    drift_warmup_windows: int = Field(5, ge=0)
+    drift_js_min: float = Field(
+        0.05, ge=0, le=1, description="least intent-mix divergence that can alarm"
+    )
+    drift_js_ratio: float = Field(
+        3.0, ge=1, description="times the recent median divergence it must exceed"
+    )
+    drift_warmup_windows: int = Field(
+        5,
+        ge=0,
+        description="windows learned before any drift alarm (the model's first "
+        "improvement is not drift)",
+    )
+    drift_cooldown_windows: int = Field(
+        2, ge=0, description="quiet windows after an intent-mix alarm"
+    )
+    drift_adwin_delta: float = Field(
+        0.002,
+        gt=0,
+        lt=1,
+        description="ADWIN confidence on the prequential hit stream (smaller: "
+        "fewer false alarms, later detection)",
+    )
+    drift_ph_threshold: float = Field(
+        5.0, gt=0, description="Page-Hinkley threshold on the training loss"
+    )
     drift_log_bytes: int = Field(
         64 * 2**20,
         ge=0,
@@ -149,8 +210,10 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     )
 
     # -- metrics --------------------------------------------------------------
-    metrics_port: int | None = Field(None, ge=0, le=65535)
-    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus port; None: no server"
+    )
+    metrics_host: str = Field("127.0.0.1", description="Prometheus listen address")
 
     @property
     def models_dir(self) -> Path:
@@ -359,6 +422,9 @@ class TrainerLoop:
                 js_min=settings.drift_js_min,
                 js_ratio=settings.drift_js_ratio,
                 warmup_windows=settings.drift_warmup_windows,
+                cooldown_windows=settings.drift_cooldown_windows,
+                adwin_delta=settings.drift_adwin_delta,
+                ph_threshold=settings.drift_ph_threshold,
             )
         self._last_publish_step = self.trainer.step
         self._last_publish_t = time.monotonic()
@@ -473,6 +539,7 @@ class TrainerLoop:
     def _watch_drift(self, report) -> None:
         d, m = self.drift, self.metrics
         d.live = self.trainer.live_metrics()
+        d.position = self.trainer.events_seen
         n_before = d.n_alarms
         d.update_hits(float(r < 20) for r in report.ranks)
         if report.steps:

@@ -11,16 +11,22 @@ It measures, per window of ``window`` assignments:
   (Euclidean, between unit vectors, so in [0, 2]);
 - the intents with no members in the window;
 
-and raises alarms, each change reported once:
+and raises alarms, each change reported once, after ``warmup_windows``
+windows (a model still learning its first events improves steadily, which is
+not drift; the quality and loss detectors start afresh when the warm-up ends):
 
 - ``intent_mix``: the divergence from the previous window exceeds both
   ``js_min`` and ``js_ratio`` times the median of the recent divergences (the
   stream's own noise floor, which depends on the window size and on how fast
-  the model is still changing). Alarms start after ``warmup_windows`` windows
-  and are followed by ``cooldown_windows`` quiet windows.
+  the model is still changing). An alarm is followed by ``cooldown_windows``
+  quiet windows.
 - ``quality`` and ``loss``: river's ADWIN over the prequential hit stream
   (hit@20 as 0/1) and Page-Hinkley over the loss, both directions; the
   direction is read off the estimates before and after.
+
+Positions (``events_from``, ``events_to``, ``at_event``) count events learned
+when the caller keeps :attr:`DriftMonitor.position` up to date (the trainer
+does), else assignments.
 
 Like river's detectors, the monitor logs nothing: it returns reports and alarms
 and the trainer decides what to log and publish.
@@ -118,7 +124,7 @@ class DriftMonitor:
         js_min: smallest divergence from the previous window that can alarm.
         js_ratio: how many times the median recent divergence it must exceed.
         history: how many recent divergences make the noise floor.
-        warmup_windows: windows before the first intent-mix alarm.
+        warmup_windows: windows before the first alarm of any detector.
         cooldown_windows: quiet windows after an intent-mix alarm.
         adwin_delta: ADWIN's confidence on the hit stream.
         ph_threshold: Page-Hinkley's threshold on the loss.
@@ -158,9 +164,17 @@ class DriftMonitor:
         self.top_intents = top_intents
         self._reset()
 
+    def __setstate__(self, state: dict) -> None:
+        # Monitors pickled by earlier versions lack the newer attributes.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("position", None)
+        self.__dict__.setdefault("_window_start", 0)
+        self.__dict__.setdefault("_armed", True)
+
     def _reset(self) -> None:
         self._current = np.zeros(self.n_intents, dtype=np.int64)
         self._filled = 0
+        self._window_start = 0
         self._previous: np.ndarray | None = None
         self._published: np.ndarray | None = None
         self._published_centers: np.ndarray | None = None
@@ -168,6 +182,8 @@ class DriftMonitor:
         self._quiet = 0
         self.n_windows = 0
         self.n_events = 0
+        self.position: int | None = None  # events learned, kept by the caller
+        self._armed = self.warmup_windows == 0
         self.alarms: list[DriftAlarm] = []
         self.n_alarms = 0
         self.last_report: WindowReport | None = None
@@ -192,9 +208,19 @@ class DriftMonitor:
                 closed.append(self._close_window())
         return closed
 
+    @property
+    def armed(self) -> bool:
+        """Whether the warm-up is over and alarms can fire."""
+        return self._armed
+
+    def _where(self) -> int:
+        return self.n_events if self.position is None else self.position
+
     def update_hits(self, hits: Iterable[float]) -> list[DriftAlarm]:
         """Prequential hits (1.0 hit, 0.0 miss); returns quality alarms."""
         new = []
+        if not self._armed:
+            return new
         for h in hits:
             before = self._hits.estimation
             self._hits.update(float(h))
@@ -215,7 +241,7 @@ class DriftMonitor:
 
     def update_loss(self, loss: float) -> list[DriftAlarm]:
         """One step's loss; returns loss alarms (non-finite values are ignored)."""
-        if not math.isfinite(loss):
+        if not math.isfinite(loss) or not self._armed:
             return []
         before = self._loss_mean
         self._loss_mean = loss if before is None else 0.9 * before + 0.1 * loss
@@ -269,10 +295,11 @@ class DriftMonitor:
             None if self._published is None else js_divergence(self._published, counts)
         )
         movement = self.center_movement()
+        where = self._where()
         report = WindowReport(
             window=self.n_windows,
-            events_from=self.n_events - self.window,
-            events_to=self.n_events,
+            events_from=self._window_start,
+            events_to=where,
             created_at=datetime.now(UTC),
             model_version=self.model_version,
             counts=counts.tolist(),
@@ -289,15 +316,21 @@ class DriftMonitor:
         self._previous = counts.copy()
         self._current = np.zeros(self.n_intents, dtype=np.int64)
         self._filled = 0
+        self._window_start = where
         self.n_windows += 1
         self.last_report = report
+        if not self._armed and self.n_windows >= self.warmup_windows:
+            self._armed = True
+            self._hits = ADWIN(delta=self.adwin_delta)
+            self._loss = PageHinkley(threshold=self.ph_threshold, mode="both")
+            self._loss_mean = None
         return report
 
     def _check_mix(self, js: float, before: np.ndarray, after: np.ndarray) -> None:
         if self._quiet > 0:
             self._quiet -= 1
             return
-        if self.n_windows < self.warmup_windows or js < self.js_min:
+        if not self._armed or js < self.js_min:
             return
         floor = statistics.median(self._js_history) if self._js_history else 0.0
         if js < self.js_ratio * floor:
@@ -337,7 +370,7 @@ class DriftMonitor:
         alarm = DriftAlarm(
             detector=detector,
             direction=direction,
-            at_event=self.n_events,
+            at_event=self._where(),
             created_at=datetime.now(UTC),
             model_version=self.model_version,
             **fields,
