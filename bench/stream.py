@@ -101,6 +101,12 @@ def baselines(path: str, limit: int | None) -> dict:
     return out
 
 
+def _scaled(value, summary: dict, n_events: int):
+    if value is None or not summary.get("predicted"):
+        return None
+    return round(value * summary["predicted"] / n_events, 4)
+
+
 def run_one(args, kafka_local) -> dict:
     from elcrec.data import read_interactions
     from elcrec.stream.topics import default_topics, ensure_topics
@@ -120,6 +126,9 @@ def run_one(args, kafka_local) -> dict:
             ELCREC_TRAINER_METRICS_WINDOW=str(n_events + 1),
             PYTHONUNBUFFERED="1",
         )
+        for item in args.set:
+            key, _, value = item.partition("=")
+            env[f"ELCREC_TRAINER_{key.upper()}"] = value
         logs = {name: open(work / f"{name}.log", "w") for name in ("ingest", "trainer")}
         procs["ingest"] = subprocess.Popen(
             [
@@ -206,8 +215,14 @@ def run_one(args, kafka_local) -> dict:
         "model": {
             "hr@20": summary.get("live_hr@20"),
             "ndcg@20": summary.get("live_ndcg@20"),
+            # Events the trainer never saw (a user's burst beyond what one
+            # sequence update carries) count as misses here.
+            "predicted": summary.get("predicted"),
+            "hr@20_all": _scaled(summary.get("live_hr@20"), summary, n_events),
+            "ndcg@20_all": _scaled(summary.get("live_ndcg@20"), summary, n_events),
         },
         **baselines(args.data, args.limit),
+        "trainer_settings": args.set,
         "steps": summary.get("steps"),
         "versions_published": summary.get("versions_published"),
         "drift_alarms": summary.get("drift_alarms"),
@@ -224,6 +239,13 @@ def main(argv=None) -> int:
     p.add_argument("--partitions", type=int, default=3)
     p.add_argument("--metrics-port", type=int, default=9477)
     p.add_argument("--timeout", type=float, default=7200.0)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="trainer setting, e.g. --set steps_per_batch=2 (repeatable)",
+    )
     args = p.parse_args(argv)
     datas = args.data or [str(ROOT.parent / "shared/data/ml-100k.inter")]
     kafka_local = load_kafka_local()

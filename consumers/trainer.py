@@ -129,6 +129,10 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
         pattern="^(dot|cosine)$",
         description="sequence-level contrast on raw dot products (the paper) or cosine",
     )
+    item_bias: bool | None = Field(
+        True,
+        description="a learned score bias per item (tracks what is popular now)",
+    )
     rec_loss: str | None = Field(
         None, pattern="^(bce|ce)$", description="bce (the paper) or ce (full softmax)"
     )
@@ -140,7 +144,7 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
         256, ge=1, description="fresh users per mini-batch (and new events per step)"
     )
     steps_per_batch: int = Field(
-        1, ge=1, le=100, description="optimizer steps per mini-batch"
+        4, ge=1, le=100, description="optimizer steps per mini-batch"
     )
     replay_per_step: int = Field(
         128, ge=0, description="replayed recent sequences added to each step"
@@ -179,7 +183,7 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     # -- drift ----------------------------------------------------------------
     drift_window: int = Field(2000, ge=10, description="assignments per drift window")
     drift_js_min: float = Field(
-        0.05, ge=0, le=1, description="least intent-mix divergence that can alarm"
+        0.1, ge=0, le=1, description="least intent-mix divergence that can alarm"
     )
     drift_js_ratio: float = Field(
         3.0, ge=1, description="times the recent median divergence it must exceed"
@@ -201,7 +205,13 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
         "fewer false alarms, later detection)",
     )
     drift_ph_threshold: float = Field(
-        5.0, gt=0, description="Page-Hinkley threshold on the training loss"
+        20.0, gt=0, description="Page-Hinkley threshold on the training loss"
+    )
+    drift_ph_delta: float = Field(
+        0.02,
+        ge=0,
+        description="loss change per step Page-Hinkley tolerates (slow learning "
+        "is not a change)",
     )
     drift_log_bytes: int = Field(
         64 * 2**20,
@@ -425,6 +435,7 @@ class TrainerLoop:
                 cooldown_windows=settings.drift_cooldown_windows,
                 adwin_delta=settings.drift_adwin_delta,
                 ph_threshold=settings.drift_ph_threshold,
+                ph_delta=settings.drift_ph_delta,
             )
         self._last_publish_step = self.trainer.step
         self._last_publish_t = time.monotonic()
@@ -445,6 +456,7 @@ class TrainerLoop:
                 "block_size",
                 "clu_weight",
                 "rec_loss",
+                "item_bias",
                 "seqcl_similarity",
             )
             if getattr(s, k) is not None
@@ -715,6 +727,14 @@ class TrainerLoop:
         }
 
 
+def _write_json(path: Path, value: dict) -> None:
+    """Write ``value`` as JSON atomically (readers see the old or the new file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def _percentile(values, q: float) -> float | None:
     if not values:
         return None
@@ -857,7 +877,9 @@ class TrainerApp:
             self._producer.close(timeout=5)
             if server is not None:
                 server.shutdown()
-            logger.info("Trainer stopped summary=%s", json.dumps(self.loop.summary()))
+            summary = self.loop.summary()
+            _write_json(self.settings.work_dir / "summary.json", summary)
+            logger.info("Trainer stopped summary=%s", json.dumps(summary))
 
     def _next_batch(self) -> list[Incoming]:
         """Up to ``fresh_per_step`` distinct users, waiting at most ``max_wait_ms``."""

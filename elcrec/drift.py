@@ -128,6 +128,8 @@ class DriftMonitor:
         cooldown_windows: quiet windows after an intent-mix alarm.
         adwin_delta: ADWIN's confidence on the hit stream.
         ph_threshold: Page-Hinkley's threshold on the loss.
+        ph_delta: the loss change per step Page-Hinkley tolerates (a model that
+            keeps learning lowers its loss slowly; that is not a change).
         top_intents: intents named in an alarm, per direction.
     """
 
@@ -135,13 +137,14 @@ class DriftMonitor:
         self,
         n_intents: int,
         window: int = 2000,
-        js_min: float = 0.05,
+        js_min: float = 0.1,
         js_ratio: float = 3.0,
         history: int = 20,
         warmup_windows: int = 5,
         cooldown_windows: int = 2,
         adwin_delta: float = 0.002,
-        ph_threshold: float = 5.0,
+        ph_threshold: float = 20.0,
+        ph_delta: float = 0.02,
         top_intents: int = 3,
     ):
         if n_intents < 1:
@@ -161,6 +164,7 @@ class DriftMonitor:
         self.cooldown_windows = cooldown_windows
         self.adwin_delta = adwin_delta
         self.ph_threshold = ph_threshold
+        self.ph_delta = ph_delta
         self.top_intents = top_intents
         self._reset()
 
@@ -170,6 +174,7 @@ class DriftMonitor:
         self.__dict__.setdefault("position", None)
         self.__dict__.setdefault("_window_start", 0)
         self.__dict__.setdefault("_armed", True)
+        self.__dict__.setdefault("ph_delta", 0.02)
 
     def _reset(self) -> None:
         self._current = np.zeros(self.n_intents, dtype=np.int64)
@@ -188,7 +193,9 @@ class DriftMonitor:
         self.n_alarms = 0
         self.last_report: WindowReport | None = None
         self._hits = ADWIN(delta=self.adwin_delta)
-        self._loss = PageHinkley(threshold=self.ph_threshold, mode="both")
+        self._loss = PageHinkley(
+            threshold=self.ph_threshold, delta=self.ph_delta, mode="both"
+        )
         self._loss_mean: float | None = None
         self.centers: np.ndarray | None = None
         self.model_version: str | None = None
@@ -322,7 +329,9 @@ class DriftMonitor:
         if not self._armed and self.n_windows >= self.warmup_windows:
             self._armed = True
             self._hits = ADWIN(delta=self.adwin_delta)
-            self._loss = PageHinkley(threshold=self.ph_threshold, mode="both")
+            self._loss = PageHinkley(
+                threshold=self.ph_threshold, delta=self.ph_delta, mode="both"
+            )
             self._loss_mean = None
         return report
 

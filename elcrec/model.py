@@ -53,6 +53,10 @@ class ELCRecConfig:
     prototype: str = "shift"  # "shift" adds the nearest center, "concat" appends it
     # losses
     rec_loss: str = "bce"  # "bce": one sampled negative (the paper); "ce": full softmax
+    # A learned bias per item added to its score, kept as one more column of
+    # the item table (so it grows and is recycled with the item's row). Not in
+    # the paper; in a stream it tracks what is popular now.
+    item_bias: bool = False
     # "all": pull every sequence vector towards every center (the paper);
     # "nearest": towards its own nearest center only (k-means' objective)
     clu_pull: str = "all"
@@ -279,7 +283,8 @@ class ELCRec(nn.Module):
         super().__init__()
         self.config = config
         C = config.n_embd
-        self.tok_emb = nn.Embedding(config.n_items + 2, C, padding_idx=0)
+        width = C + 1 if config.item_bias else C
+        self.tok_emb = nn.Embedding(config.n_items + 2, width, padding_idx=0)
         self.pos_emb = nn.Embedding(config.block_size, C)
         self.ln_emb = nn.LayerNorm(C, eps=1e-12)
         self.drop = nn.Dropout(config.dropout)
@@ -291,6 +296,9 @@ class ELCRec(nn.Module):
         self.register_buffer("centers_ready", torch.tensor(False))
 
         self.apply(self._init_weights)
+        if config.item_bias:
+            with torch.no_grad():
+                self.tok_emb.weight[:, C].zero_()
 
     def _init_weights(self, module):
         # SASRec/BERT initialisation: N(0, init_std) weights, zero biases.
@@ -339,7 +347,10 @@ class ELCRec(nn.Module):
         tok = torch.cat([seqs.reshape(-1)[layout.flat_idx], torch.zeros_like(tpos)])
         # Left padding: the last position always has position id block_size - 1.
         pos = torch.cat([layout.flat_idx % T, tpos]) + (self.config.block_size - T)
-        x = self.drop(self.ln_emb(self.tok_emb(tok) + self.pos_emb(pos)))  # (R+T, C)
+        emb = self.tok_emb(tok)
+        if self.config.item_bias:
+            emb = emb[:, : self.config.n_embd]  # the last column is the bias
+        x = self.drop(self.ln_emb(emb + self.pos_emb(pos)))  # (R+T, C)
         for block in self.blocks:
             x = block(x, layout)
         return x, layout
@@ -459,7 +470,8 @@ class ELCRec(nn.Module):
         n_real = real.sum().clamp(min=1)
         if self.config.rec_loss == "ce":
             # full softmax over items 1..N; padding and spare columns excluded
-            logits = h[real] @ self.tok_emb.weight[1 : self.n_items + 1].T  # (R, N)
+            items = self.tok_emb.weight[1 : self.n_items + 1]
+            logits = self.with_bias(h[real]) @ items.T  # (R, N)
             return F.cross_entropy(logits, targets[real] - 1)
 
         if negatives is None:
@@ -467,6 +479,7 @@ class ELCRec(nn.Module):
             negatives = sample_negatives(
                 seen, T=targets.shape[1], n_items=self.n_items, generator=generator
             )
+        h = self.with_bias(h)
         pos = (h * self.tok_emb(targets)).sum(-1)  # (B, T)
         neg = (h * self.tok_emb(negatives)).sum(-1)  # (B, T)
         # -log sigma(pos) - log(1 - sigma(neg)) = -logsig(pos) - logsig(-neg)
@@ -557,9 +570,21 @@ class ELCRec(nn.Module):
     def score_last(self, seqs: torch.Tensor) -> torch.Tensor:
         """Next-item logits (B, N + 1) from the last position; column 0 is -inf."""
         h = self.encode(seqs)[:, -1, :]  # (B, C)
-        logits = h @ self.tok_emb.weight[: self.n_items + 1].T  # (B, N + 1)
+        logits = self.with_bias(h) @ self.tok_emb.weight[: self.n_items + 1].T
         logits[:, 0] = float("-inf")
         return logits
+
+    def with_bias(self, h: torch.Tensor) -> torch.Tensor:
+        """States (..., C) as queries of the item table: with ``item_bias`` a
+        column of ones is appended, so ``query @ row`` adds the item's bias."""
+        if not self.config.item_bias:
+            return h
+        return torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)
+
+    @property
+    def item_vectors(self) -> torch.Tensor:
+        """The item table without the bias column (N + 2, C)."""
+        return self.tok_emb.weight[:, : self.config.n_embd]
 
     @torch.no_grad()
     def assign(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -620,6 +645,8 @@ class ELCRec(nn.Module):
         emb.weight[: old + 1] = w_old[: old + 1]  # padding and items 1..old
         emb.weight[n_items + 1] = w_old[old + 1]  # the spare id
         emb.weight[0].zero_()
+        if self.config.item_bias:
+            emb.weight[old + 1 : n_items + 1, self.config.n_embd] = 0.0
         self.tok_emb = emb
         self.config = replace(self.config, n_items=n_items)
 

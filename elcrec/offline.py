@@ -228,7 +228,7 @@ def evaluate_model(
     for start in range(0, len(eval_set), batch_size):
         stop = start + batch_size
         x = eval_set.inputs[start:stop].to(dev)
-        q = model.encode(x)[:, -1, :]  # (B, C) last position's state
+        q = model.with_bias(model.encode(x)[:, -1, :])  # (B, C) last state
         ranks = target_ranks(
             q,
             items,

@@ -546,7 +546,7 @@ class OnlineTrainer:
         n_known = len(self.vocab)
         if n_known == 0:
             return {}
-        emb = self.model.tok_emb.weight[1 : n_known + 1]  # (N, C)
+        emb = self.model.item_vectors[1 : n_known + 1]  # (N, C)
         scores = self.model.centers @ emb.T  # (K, N)
         top = scores.topk(min(n, n_known), dim=1).indices + 1  # rows
         return {

@@ -71,6 +71,7 @@ class Recommender:
         name = latest_version(self.models_dir)
         if name is None:
             raise PublishError(f"{self.models_dir}: no published model (no LATEST)")
+        self._failed: str | None = None
         self._current = _Loaded(self.models_dir / name, self.device)
         self._checked_at = time.monotonic()
         logger.info("Loaded model version=%s dir=%s", name, self.models_dir)
@@ -96,7 +97,8 @@ class Recommender:
         """
         self._checked_at = time.monotonic()
         name = latest_version(self.models_dir)
-        if name is None or name == self.version:
+        # A version that failed to load is not read again until a newer one.
+        if name is None or name == self.version or name == self._failed:
             return False
         with self._lock:
             if name == self.version:
@@ -104,6 +106,7 @@ class Recommender:
             try:
                 loaded = _Loaded(self.models_dir / name, self.device)
             except (PublishError, OSError) as exc:
+                self._failed = name
                 logger.warning(
                     "Keeping model version=%s, the newer one failed to load "
                     "version=%s error=%s",
@@ -126,6 +129,10 @@ class Recommender:
 
     def _encode(self, m: _Loaded, item_ids: list[str]) -> torch.Tensor:
         """(1, T) left-padded rows of the known items (unknown ones dropped)."""
+        if isinstance(item_ids, (str, bytes)):
+            raise TypeError(
+                "item_ids is a list of item ids, oldest first, not one string"
+            )
         T = m.model.config.block_size
         rows = [m.rows[i] for i in item_ids if i in m.rows][-T:]
         seqs = torch.zeros(1, T, dtype=torch.long)
@@ -139,7 +146,7 @@ class Recommender:
     ) -> list[tuple[str, float]]:
         """The ``k`` best next items after ``item_ids`` (oldest first), with scores."""
         m = self._model()
-        seqs = self._encode(m, list(item_ids))
+        seqs = self._encode(m, item_ids)
         scores = m.model.score_last(seqs)[0]  # (N + 1,)
         scores[len(m.vocab) + 1 :] = float("-inf")  # rows not in the vocabulary
         if exclude_seen:
@@ -156,7 +163,7 @@ class Recommender:
     def intent(self, item_ids: list[str]) -> tuple[int, float]:
         """The intent of a sequence and its weight (cosine to the center)."""
         m = self._model()
-        k, weight = m.model.assign(self._encode(m, list(item_ids)))
+        k, weight = m.model.assign(self._encode(m, item_ids))
         return int(k[0]), float(weight[0])
 
     def recommend_user(self, user_id: str, sequences, k: int = 10):

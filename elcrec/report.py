@@ -230,6 +230,7 @@ def _top_items(
         return {}
     # Row 0 is padding; row i + 1 is vocab[i].
     rows = emb.detach().cpu().double().numpy()[1 : len(vocab) + 1]  # (N, C)
+    rows = rows[:, : centers.shape[1]]  # without an item-bias column
     if rows.shape[1] != centers.shape[1]:
         return {}
     scores = centers @ rows.T  # (K, N)

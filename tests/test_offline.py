@@ -290,3 +290,7 @@ def test_cli_errors_are_one_line(seq_file, tmp_path, capsys):
     args = ["train", "--data", str(seq_file), "--set", "pooling=max"]
     assert cli_main(args) == 2
     assert "pooling" in capsys.readouterr().err
+
+    args = ["train", "--data", str(seq_file), "--out", str(missing), "--resume"]
+    assert cli_main(args) == 2
+    assert "no checkpoint" in capsys.readouterr().err and not missing.exists()

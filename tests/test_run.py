@@ -123,3 +123,42 @@ def test_a_negative_limit_and_a_work_dir_of_other_input_fail_cleanly(
     )
     assert other.returncode == 2
     assert "holds the state of another input (synthetic)" in other.stderr
+
+
+def test_kafka_run_supervises_the_processes_and_prints_a_summary(tmp_path, bootstrap):
+    import os
+    import signal
+
+    from conftest import wait_until
+
+    work = tmp_path / "work"
+    env = dict(
+        os.environ,
+        ELCREC_TRAINER_N_INTENTS="8",
+        ELCREC_TRAINER_PUBLISH_EVERY_STEPS="5",
+        ELCREC_PUBLISH_INTERVAL_MS="100",
+    )
+    cmd = [*ELCREC, "run", "--kafka", bootstrap, "--replay", "--limit", "2000"]
+    proc = subprocess.Popen(
+        [*cmd, "--work-dir", str(work)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        models = work / "trainer" / "models"
+        wait_until(
+            lambda: models.exists() and latest_version(models) is not None,
+            timeout=240,
+            what="a published model",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["mode"] == "kafka" and summary["failed"] is None
+    assert summary["interrupted"] is True
+    assert summary["versions_published"] >= 1 and summary["events"] > 0
+    assert summary["last_version"] == latest_version(models)

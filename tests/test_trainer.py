@@ -251,7 +251,7 @@ def test_a_non_finite_model_is_never_published(tmp_path):
     with torch.no_grad():
         loop.trainer.model.tok_emb.weight[1, 0] = float("nan")
     loop.handle([Incoming(0, n, r) for n, r in enumerate(records[2:], start=2)])
-    assert loop.trainer.skipped_steps == 1
+    assert loop.trainer.skipped_steps == settings.steps_per_batch  # each skipped
     assert loop.publish() is None
     loop.close()
     assert list_versions(settings.models_dir) == ["v000001"]
@@ -271,3 +271,34 @@ def test_a_tampered_published_model_is_rejected_by_the_loader(tmp_path):
 
     with pytest.raises(PublishError, match="checksum mismatch"):
         Recommender.latest(settings.models_dir)
+
+
+def test_a_broken_newer_version_is_read_once_and_the_current_one_serves(
+    tmp_path, monkeypatch
+):
+    settings = load_trainer_settings(
+        work_dir=tmp_path, n_intents=4, block_size=10, item_bias=True
+    )
+    loop = TrainerLoop(settings)
+    records = sequence_records([_ev("u", i) for i in "abcdef"])
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[:3])])
+    first = loop.publish()
+    rec = Recommender.latest(settings.models_dir, reload_interval_s=0)
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[3:], start=3)])
+    second = loop.publish()
+    weights = settings.models_dir / second.version / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:-10])  # truncated
+
+    from elcrec import recommender
+
+    reads = []
+    real = recommender._Loaded
+    monkeypatch.setattr(
+        recommender, "_Loaded", lambda *a: reads.append(a[0]) or real(*a)
+    )
+    for _ in range(3):
+        assert rec.recommend(["a"], k=2)
+    assert rec.version == first.version
+    assert reads == [settings.models_dir / second.version]  # tried once
+    with pytest.raises(TypeError, match="list of item ids"):
+        rec.recommend("a")

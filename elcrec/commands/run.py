@@ -325,4 +325,15 @@ def run_kafka(args) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    # The trainer writes its summary when it stops.
+    summary_path = work / "trainer" / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary.update(
+        mode="kafka",
+        kafka=args.kafka,
+        interrupted=bool(stopping),
+        failed=None if failed is None else f"{failed[0]} exited with {failed[1]}",
+        models_dir=str(work / "trainer" / "models"),
+    )
+    print(json.dumps(summary), flush=True)
     return 1 if failed else 0

@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from elcrec.exceptions import ConfigError
+
 FORMATS = ["auto", "seq", "inter", "csv", "tsv", "jsonl"]
 MODELS = ["elcrec", "sasrec", "most-popular"]
 
@@ -126,7 +128,12 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
     )
     out = Path(args.out)
-    if args.resume and (out / "last.pt").is_file():
+    if args.resume and not (out / "last.pt").is_file():
+        raise ConfigError(
+            f"--resume: no checkpoint {out / 'last.pt'} to continue from; "
+            "leave out --resume to start afresh"
+        )
+    if args.resume:
         trainer = OfflineTrainer.resume(out / "last.pt", split, out, epochs=args.epochs)
     else:
         trainer = OfflineTrainer(cfg, tcfg, split, data.items, out)
