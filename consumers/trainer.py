@@ -129,6 +129,18 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
         pattern="^(dot|cosine)$",
         description="sequence-level contrast on raw dot products (the paper) or cosine",
     )
+    pooling: str | None = Field(
+        None,
+        pattern="^(all|real)$",
+        description="intent vector: mean over all block_size positions (the "
+        "paper's code) or over the real events only",
+    )
+    clu_pull: str | None = Field(
+        None,
+        pattern="^(all|nearest)$",
+        description="clustering pull towards every center (the paper) or the "
+        "nearest one",
+    )
     item_bias: bool | None = Field(
         True,
         description="a learned score bias per item (tracks what is popular now)",
@@ -437,6 +449,7 @@ class TrainerLoop:
                 ph_threshold=settings.drift_ph_threshold,
                 ph_delta=settings.drift_ph_delta,
             )
+        self._behind = False
         self._last_publish_step = self.trainer.step
         self._last_publish_t = time.monotonic()
         self._last_ckpt_step = self.trainer.step
@@ -457,6 +470,8 @@ class TrainerLoop:
                 "clu_weight",
                 "rec_loss",
                 "item_bias",
+                "pooling",
+                "clu_pull",
                 "seqcl_similarity",
             )
             if getattr(s, k) is not None
@@ -492,8 +507,14 @@ class TrainerLoop:
 
     # -- learning ---------------------------------------------------------------
 
-    def handle(self, batch: Iterable[Incoming]) -> int:
-        """Learn from a batch of records; returns how many were learned."""
+    def handle(self, batch: Iterable[Incoming], behind: bool = False) -> int:
+        """Learn from a batch of records; returns how many were learned.
+
+        ``behind``: more records are waiting than one batch holds; the step
+        count drops to one per mini-batch until the trainer has caught up, so
+        an overloaded trainer learns a little less per event instead of
+        falling ever further behind the stream.
+        """
         from elcrec.online import SequenceUpdate
 
         t0 = time.monotonic()
@@ -521,7 +542,16 @@ class TrainerLoop:
         if not updates:
             return 0
 
-        report = self.last_report = self.trainer.learn_many(updates)
+        report = self.last_report = self.trainer.learn_many(
+            updates, steps_per_batch=1 if behind else None
+        )
+        if behind != self._behind:
+            self._behind = behind
+            logger.info(
+                "Trainer %s steps_per_batch=%d",
+                "behind the stream, one step per mini-batch" if behind else "caught up",
+                1 if behind else self.settings.steps_per_batch,
+            )
         self._report(report, time.monotonic() - t0, oldest)
         now_ms = time.time() * 1000.0
         # Replayed history has old event times: only live ones (within an
@@ -799,6 +829,7 @@ class TrainerApp:
         self._consumer = None
         self._producer = None
         self.bad_records = 0
+        self.metrics_port: int | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -817,6 +848,8 @@ class TrainerApp:
             if s.metrics_port is not None
             else None
         )
+        # The bound port (metrics_port 0 picks a free one).
+        self.metrics_port = None if server is None else server.server_port
         security = client_options(s)
         try:
             self._producer = KafkaProducer(
@@ -863,7 +896,8 @@ class TrainerApp:
                     ) from self._poll_error
                 batch = self._next_batch()
                 if batch:
-                    self.loop.handle(batch)
+                    behind = self._queue.qsize() >= s.fresh_per_step
+                    self.loop.handle(batch, behind=behind)
                     self.learned_offsets = dict(self.loop.offsets)
                 else:
                     self.loop.maybe_publish()

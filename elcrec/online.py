@@ -289,29 +289,45 @@ class OnlineTrainer:
 
     # --- learning ------------------------------------------------------------
 
-    def learn_many(self, updates: Iterable[SequenceUpdate]) -> StepReport:
+    def learn_many(
+        self, updates: Iterable[SequenceUpdate], steps_per_batch: int | None = None
+    ) -> StepReport:
         """Predict, then learn from, a batch of sequence updates.
 
         Updates beyond ``fresh_per_step`` are learned in further steps. Updates of
-        one user in one call are merged (the last one wins, new events add up).
+        one user in one call are merged (the last one wins, new events add up)
+        while the last one still carries all the new events; otherwise the
+        later one is learned in a following round, so no event is lost.
+        ``steps_per_batch`` overrides the configured number for this call (the
+        trainer takes fewer steps when it is behind the stream).
         """
-        merged: OrderedDict[str, SequenceUpdate] = OrderedDict()
+        rounds: list[OrderedDict[str, SequenceUpdate]] = [OrderedDict()]
         for u in updates:
             if not u.items:
                 continue
-            prev = merged.pop(u.user, None)
+            current = rounds[-1]
+            prev = current.get(u.user)
             if prev is not None:
-                u = replace(u, n_new=prev.n_new + u.n_new)
-            merged[u.user] = u
+                if prev.n_new + u.n_new <= len(u.items):
+                    del current[u.user]
+                    u = replace(u, n_new=prev.n_new + u.n_new)
+                else:
+                    current = OrderedDict()
+                    rounds.append(current)
+            current[u.user] = u
 
         report = StepReport()
-        batch = list(merged.values())
         size = self.config.fresh_per_step
-        for start in range(0, len(batch), size):
-            self._learn_chunk(batch[start : start + size], report)
+        steps = steps_per_batch or self.config.steps_per_batch
+        for merged in rounds:
+            batch = list(merged.values())
+            for start in range(0, len(batch), size):
+                self._learn_chunk(batch[start : start + size], report, steps)
         return report
 
-    def _learn_chunk(self, updates: list[SequenceUpdate], report: StepReport) -> None:
+    def _learn_chunk(
+        self, updates: list[SequenceUpdate], report: StepReport, steps_per_batch: int
+    ) -> None:
         T = self.block_size
         # Every carried item takes part: a record may carry more new events
         # than the model's window (a burst, or a backlog); each new event is
@@ -344,7 +360,7 @@ class OnlineTrainer:
         )
         size = self.config.fresh_per_step
         n_chunks = max(1, -(-len(fresh_rows) // size))
-        for s in range(max(n_steps, n_chunks) * self.config.steps_per_batch):
+        for s in range(max(n_steps, n_chunks) * steps_per_batch):
             c = s % n_chunks
             train_rows = fresh_rows[c * size : (c + 1) * size]
             train_rows = train_rows + self._replay_sample(fresh_users)

@@ -166,3 +166,26 @@ def test_streaming_baselines_rank_with_seen_items_excluded():
     assert trans.rank_one(["a"], "b") == 0
     assert pop.rank_one(["a"], "a") == MISS  # a seen item is a miss
     assert pop.rank_one([], "zzz") == MISS  # an unseen item is a miss
+
+
+def test_updates_of_one_user_are_merged_only_when_no_event_is_lost():
+    trainer = OnlineTrainer(SMALL, OnlineConfig(replay_per_step=0))
+    items = [f"i{n}" for n in range(30)]
+    # Two updates that each carry 10 items, all new: merging them would keep
+    # only the last 10 of 20 new events.
+    report = trainer.learn_many(
+        [
+            SequenceUpdate("u", items[:10], n_new=10),
+            SequenceUpdate("u", items[10:20], n_new=10),
+        ]
+    )
+    assert len(report.ranks) == 20 and trainer.events_seen == 20
+    # Updates whose last one carries every new event are merged into one.
+    report = trainer.learn_many(
+        [
+            SequenceUpdate("u", items[:22], n_new=1),
+            SequenceUpdate("u", items[:23], n_new=1),
+        ],
+        steps_per_batch=1,
+    )
+    assert len(report.ranks) == 2 and report.steps == 1

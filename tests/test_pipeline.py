@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.request
 import uuid
 from collections import deque
 
@@ -51,7 +52,7 @@ def _input(name, shared_data):
         return SyntheticClickstream(
             n_users=300, n_items=200, n_intents=6, events_per_user=25, seed=7
         ).interactions()
-    return read_interactions(shared_data / "ml-100k.inter")[:4000]
+    return read_interactions(shared_data / "ml-100k.inter")[:4_000]
 
 
 @pytest.mark.parametrize("data", ["synthetic", "ml-100k"])
@@ -74,6 +75,7 @@ def test_replay_is_learned_live_published_and_monitored(
         metrics_window=WINDOW,
         publish_every_s=5,
         drift_window=100,
+        metrics_port=0,
         # A version per step on the short ml-100k slice, fewer on the other.
         publish_every_steps=1 if data == "ml-100k" else 20,
     )
@@ -112,6 +114,37 @@ def test_replay_is_learned_live_published_and_monitored(
                 f"{end_offsets_total(bootstrap, topics['sequences'])})"
             ),
         )
+    # The documented metrics, with help strings, on the trainer's /metrics.
+    page = (
+        urllib.request.urlopen(
+            f"http://127.0.0.1:{trainer.metrics_port}/metrics", timeout=10
+        )
+        .read()
+        .decode()
+    )
+    for name in (
+        "elcrec_trainer_events_learned_total",
+        "elcrec_trainer_steps_total",
+        "elcrec_live_quality_ratio",
+        "elcrec_model_version",
+        "elcrec_drift_alarms_total",
+        "elcrec_trainer_event_to_step_seconds_bucket",
+    ):
+        assert f"\n{name}" in page, name
+    assert 'elcrec_live_quality_ratio{metric="hr@20"}' in page
+    if trainer.loop.drift.n_windows >= 1:  # set when a drift window closes
+        assert 'elcrec_intent_share_ratio{intent="0"}' in page
+        assert "\nelcrec_intents_empty " in page
+    if trainer.loop.drift.n_windows >= 2:  # a divergence needs two windows
+        assert 'elcrec_intent_js_divergence{reference="previous"}' in page
+    assert "# HELP elcrec_intent_js_divergence Jensen-Shannon" in page
+    learned = [
+        ln
+        for ln in page.splitlines()
+        if ln.startswith("elcrec_trainer_events_learned_total ")
+    ]
+    assert float(learned[0].split()[1]) == n_events
+
     trainer.stop()
     thread.join(120)
     assert not failures, failures
@@ -159,5 +192,6 @@ def test_replay_is_learned_live_published_and_monitored(
     if data == "synthetic":
         # Planted intents and orders: the model must clearly win.
         assert model_hr > popular_hr + 0.05
-    # TODO: assert the same on ml-100k once the continual model beats
-    # most-popular early in that stream (see bench/README.md, streaming).
+    # On ml-100k the first few thousand events, pre-filled in the topic, are
+    # one backlog: the trainer learns them in a few catch-up steps and is still
+    # below most-popular there; bench/stream.py compares over whole streams.
