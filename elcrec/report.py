@@ -14,8 +14,8 @@ The trainer appends every closed drift window and every alarm to
 - the alarms, with the intents that rose and fell and their top items, and
   the published versions still on disk.
 
-The x axis of the time figures is the drift monitor's event count: one intent
-assignment per sequence update learned, the unit of ``at_event`` in alarms.
+The x axis of the time figures is the trainer's count of events learned, the
+unit of ``at_event`` in alarms and of the windows' ``events_to``.
 
 Example:
     >>> find_trainer_dir(models_dir="elcrec-work/trainer/models").as_posix()
