@@ -158,6 +158,13 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     steps_per_batch: int = Field(
         4, ge=1, le=100, description="optimizer steps per mini-batch"
     )
+    behind_steps_per_batch: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="steps per mini-batch while more records wait than a batch "
+        "holds (an overloaded trainer learns less per event, not later)",
+    )
     replay_per_step: int = Field(
         128, ge=0, description="replayed recent sequences added to each step"
     )
@@ -543,14 +550,19 @@ class TrainerLoop:
             return 0
 
         report = self.last_report = self.trainer.learn_many(
-            updates, steps_per_batch=1 if behind else None
+            updates,
+            steps_per_batch=self.settings.behind_steps_per_batch if behind else None,
         )
         if behind != self._behind:
             self._behind = behind
             logger.info(
                 "Trainer %s steps_per_batch=%d",
                 "behind the stream, one step per mini-batch" if behind else "caught up",
-                1 if behind else self.settings.steps_per_batch,
+                (
+                    self.settings.behind_steps_per_batch
+                    if behind
+                    else self.settings.steps_per_batch
+                ),
             )
         self._report(report, time.monotonic() - t0, oldest)
         now_ms = time.time() * 1000.0
