@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from elcrec.exceptions import ElcrecError
@@ -50,6 +50,20 @@ from elcrec.stream.topics import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+# Trainer settings that are fields of the model's ELCRecConfig.
+MODEL_SETTINGS = (
+    "n_layer",
+    "n_intents",
+    "block_size",
+    "clu_weight",
+    "rec_loss",
+    "seqcl_similarity",
+    "item_bias",
+    "pooling",
+    "clu_pull",
+)
 
 
 class TrainerError(ElcrecError):
@@ -110,7 +124,11 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     )
 
     # -- model ----------------------------------------------------------------
-    preset: str | None = Field(None, description="beauty, sports, toys or yelp")
+    preset: str | None = Field(
+        None,
+        pattern="^(beauty|sports|toys|yelp)$",
+        description="beauty, sports, toys or yelp",
+    )
     n_layer: int | None = Field(1, ge=1, le=12, description="transformer layers")
     n_intents: int | None = Field(
         64, ge=1, le=4096, description="learnable intent centers K"
@@ -149,6 +167,22 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
         None, pattern="^(bce|ce)$", description="bce (the paper) or ce (full softmax)"
     )
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1...")
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, value: str) -> str:
+        import torch
+
+        try:
+            device = torch.device(value)
+        except RuntimeError as exc:
+            raise ValueError(f"not a torch device: {exc}") from None
+        if device.type == "cuda":
+            count = torch.cuda.device_count()
+            if (device.index or 0) >= count:
+                raise ValueError(f"this machine has {count} CUDA device(s)")
+        return value
+
     seed: int = Field(0, description="seed of initialisation and sampling")
 
     # -- learning -------------------------------------------------------------
@@ -440,6 +474,7 @@ class TrainerLoop:
                 self.trainer.events_seen,
                 self.offsets,
             )
+            self._warn_changed_settings()
         else:
             self.trainer = self._new_trainer()
         if self.drift is None:
@@ -462,6 +497,22 @@ class TrainerLoop:
         self._last_ckpt_step = self.trainer.step
         self._last_ckpt_t = time.monotonic()
 
+    def _warn_changed_settings(self) -> None:
+        """A checkpoint keeps its model's shape: say which settings it ignores."""
+        config = self.trainer.model.config
+        changed = {
+            key: (getattr(config, key), getattr(self.settings, key))
+            for key in MODEL_SETTINGS
+            if getattr(self.settings, key) is not None
+            and getattr(config, key) != getattr(self.settings, key)
+        }
+        if changed:
+            logger.warning(
+                "The checkpoint's model keeps its own settings; these differ and "
+                "are ignored until the work folder is moved away: %s",
+                ", ".join(f"{k}={a!r} (set {b!r})" for k, (a, b) in changed.items()),
+            )
+
     def _new_trainer(self):
         from elcrec.model import ELCRecConfig
         from elcrec.online import OnlineConfig, OnlineTrainer
@@ -469,19 +520,7 @@ class TrainerLoop:
 
         s = self.settings
         overrides = {
-            k: getattr(s, k)
-            for k in (
-                "n_layer",
-                "n_intents",
-                "block_size",
-                "clu_weight",
-                "rec_loss",
-                "item_bias",
-                "pooling",
-                "clu_pull",
-                "seqcl_similarity",
-            )
-            if getattr(s, k) is not None
+            k: getattr(s, k) for k in MODEL_SETTINGS if getattr(s, k) is not None
         }
         if s.dropout is not None:
             overrides.update(dropout=s.dropout, attn_dropout=s.dropout)

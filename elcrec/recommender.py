@@ -134,7 +134,9 @@ class Recommender:
                 "item_ids is a list of item ids, oldest first, not one string"
             )
         T = m.model.config.block_size
-        rows = [m.rows[i] for i in item_ids if i in m.rows][-T:]
+        # Ids are strings on the wire; numbers are taken as their decimal text.
+        ids = [str(i) if isinstance(i, int) else i for i in item_ids]
+        rows = [m.rows[i] for i in ids if i in m.rows][-T:]
         seqs = torch.zeros(1, T, dtype=torch.long)
         if rows:
             seqs[0, T - len(rows) :] = torch.tensor(rows)
@@ -145,6 +147,8 @@ class Recommender:
         self, item_ids: list[str], k: int = 10, exclude_seen: bool = True
     ) -> list[tuple[str, float]]:
         """The ``k`` best next items after ``item_ids`` (oldest first), with scores."""
+        if not isinstance(k, int) or k < 0:
+            raise ValueError(f"k must be an integer >= 0, got {k!r}")
         m = self._model()
         seqs = self._encode(m, item_ids)
         scores = m.model.score_last(seqs)[0]  # (N + 1,)
@@ -163,7 +167,10 @@ class Recommender:
     def intent(self, item_ids: list[str]) -> tuple[int, float]:
         """The intent of a sequence and its weight (cosine to the center)."""
         m = self._model()
-        k, weight = m.model.assign(self._encode(m, item_ids))
+        seqs = self._encode(m, item_ids)
+        if not bool((seqs > 0).any()):
+            raise ValueError("intent() needs at least one item the model knows")
+        k, weight = m.model.assign(seqs)
         return int(k[0]), float(weight[0])
 
     def recommend_user(self, user_id: str, sequences, k: int = 10):

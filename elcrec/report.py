@@ -389,7 +389,7 @@ def figure_divergence(windows: list[WindowReport], alarms: list[DriftAlarm]) -> 
     _plot(ax, prev, "from the previous window")
     _plot(ax, pub, "from the published model's window")
     _mark_alarms(ax, alarms)
-    ax.set_xlabel("updates learned")
+    ax.set_xlabel("events learned")
     ax.set_ylabel("Jensen–Shannon divergence")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
@@ -407,7 +407,7 @@ def figure_quality(windows: list[WindowReport], alarms: list[DriftAlarm]) -> str
     _plot(ax, hr, "HR@20")
     _plot(ax, ndcg, "NDCG@20")
     _mark_alarms(ax, alarms, detectors={"quality"})
-    ax.set_xlabel("updates learned")
+    ax.set_xlabel("events learned")
     ax.set_ylabel("prequential, sliding window")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
@@ -424,7 +424,7 @@ def figure_movement(windows: list[WindowReport]) -> str:
         return _png(fig)
     _plot(ax, mean, "mean")
     _plot(ax, top, "max")
-    ax.set_xlabel("updates learned")
+    ax.set_xlabel("events learned")
     ax.set_ylabel("distance moved since the last publish")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
@@ -677,7 +677,7 @@ def _alarm_table(alarms: list[DriftAlarm], models: ModelView, limit: int) -> str
         "last publish before the alarm; * marks items of the latest version, for "
         "alarms raised before any publish.</p>"
         + note
-        + "<table><thead><tr><th>at update</th><th>time (UTC)</th><th>detector</th>"
+        + "<table><thead><tr><th>at event</th><th>time (UTC)</th><th>detector</th>"
         "<th>direction</th><th>before → after</th><th>version</th>"
         "<th>rising intents</th><th>falling intents</th></tr></thead><tbody>"
         + ("".join(rows) or '<tr><td colspan="8">no alarm</td></tr>')

@@ -168,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(block)
         return 0
     path = Path(args.write or args.check)
-    document = path.read_text(encoding="utf-8")
+    try:
+        document = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"{path}: cannot read it: {exc.strerror}", file=sys.stderr)
+        return 2
     updated = replace_block(document, block)
     if args.write:
         path.write_text(updated, encoding="utf-8")

@@ -162,3 +162,28 @@ def test_kafka_run_supervises_the_processes_and_prints_a_summary(tmp_path, boots
     assert summary["interrupted"] is True
     assert summary["versions_published"] >= 1 and summary["events"] > 0
     assert summary["last_version"] == latest_version(models)
+
+
+def test_a_work_dir_that_is_a_file_or_a_bad_setting_fails_before_writing(tmp_path):
+    import os
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    done = subprocess.run(
+        [*ELCREC, "run", "--work-dir", str(afile), "--limit", "10"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "is a file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    work = tmp_path / "work"
+    env = dict(os.environ, ELCREC_TRAINER_PRESET="nope")
+    done = subprocess.run(
+        [*ELCREC, "run", "--work-dir", str(work), "--limit", "10"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 2 and "ELCREC_TRAINER_PRESET" in done.stderr
+    assert not work.exists()  # nothing written for a run that cannot start

@@ -302,3 +302,33 @@ def test_a_broken_newer_version_is_read_once_and_the_current_one_serves(
     assert reads == [settings.models_dir / second.version]  # tried once
     with pytest.raises(TypeError, match="list of item ids"):
         rec.recommend("a")
+
+
+def test_recommender_takes_numeric_ids_and_refuses_bad_arguments(tmp_path):
+    settings = load_trainer_settings(work_dir=tmp_path, n_intents=4, block_size=10)
+    loop = TrainerLoop(settings)
+    records = sequence_records([_ev("u", i) for i in ["1", "2", "3", "4"]])
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records)])
+    loop.publish()
+    rec = Recommender.latest(settings.models_dir)
+    assert rec.recommend([1, 2], k=5) == rec.recommend(["1", "2"], k=5)
+    assert {i for i, _ in rec.recommend([1, 2], k=5)} == {"3", "4"}
+    with pytest.raises(ValueError, match="k must be"):
+        rec.recommend(["1"], k=-1)
+    with pytest.raises(ValueError, match="at least one item"):
+        rec.intent(["unknown"])
+
+
+def test_bad_device_and_preset_name_their_variables(monkeypatch):
+    from elcrec.exceptions import ConfigError
+
+    monkeypatch.setenv("ELCREC_TRAINER_DEVICE", "banana")
+    with pytest.raises(ConfigError, match="ELCREC_TRAINER_DEVICE"):
+        load_trainer_settings()
+    monkeypatch.setenv("ELCREC_TRAINER_DEVICE", "cuda:7")
+    with pytest.raises(ConfigError, match="CUDA device"):
+        load_trainer_settings()
+    monkeypatch.delenv("ELCREC_TRAINER_DEVICE")
+    monkeypatch.setenv("ELCREC_TRAINER_PRESET", "nope")
+    with pytest.raises(ConfigError, match="ELCREC_TRAINER_PRESET"):
+        load_trainer_settings()

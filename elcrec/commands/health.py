@@ -52,12 +52,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=_port,
         help="metrics port (default: the role's own metrics_port setting)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait (default 5)"
+        "--timeout", type=_positive, default=5.0, help="seconds to wait (default 5)"
     )
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 def main(args: argparse.Namespace) -> int:

@@ -143,11 +143,14 @@ def run_embedded(args) -> dict:
     from elcrec.stream.events import SequenceUpdate as SequenceRecord
 
     work = Path(args.work_dir)
-    events = input_events(args)  # a bad file fails before anything is created
-    check_input(work, args)
+    if work.exists() and not work.is_dir():
+        raise ConfigError(f"--work-dir {work} is a file, not a folder")
+    # A bad file or setting fails before anything is created.
+    events = input_events(args)
     settings = load_trainer_settings(
         work_dir=work / "trainer", metrics_port=args.metrics_port
     )
+    check_input(work, args)
     loop = TrainerLoop(settings)
     server = None
     if settings.metrics_port is not None:
