@@ -36,12 +36,14 @@ from ingest_helpers import (
 from kafka import KafkaProducer
 
 from elcrec.data import read_interactions
+from elcrec.state.store import StoreOptions
 from elcrec.stream import SequenceUpdate
 from elcrec.stream.topics import TopicSpec, ensure_topics
 
 pytestmark = pytest.mark.kafka
 
 T0 = 1_733_300_000_000
+STORED = StoreOptions().max_sequence_length  # items kept per user (default)
 
 
 @pytest.fixture
@@ -149,7 +151,7 @@ def test_malformed_records_go_to_the_dead_letter_topic_with_their_reason(
         }
 
     # The good records around the bad ones are all applied, in order.
-    assert store_contents(tmp_path, topic) == expected_sequences(good, 50)
+    assert store_contents(tmp_path, topic) == expected_sequences(good, STORED)
 
     dlq = read_topic(bootstrap, f"{topic}.dlq", len(MALFORMED))
     assert len(dlq) == len(MALFORMED)
@@ -206,7 +208,7 @@ def test_two_consumers_split_partitions_and_the_survivor_takes_over(
         wait_until(lambda: stored_offsets_total(tmp_path, topic) == 6000, 30)
 
     got = store_contents(tmp_path, topic)
-    assert got == expected_sequences(events, 50)
+    assert got == expected_sequences(events, STORED)
 
 
 def test_kill_9_at_random_points_loses_nothing_and_applies_nothing_twice(
@@ -272,10 +274,10 @@ def test_kill_9_at_random_points_loses_nothing_and_applies_nothing_twice(
     assert kills == 4
 
     state = tmp_path / "state"
-    assert store_contents(state, topic) == expected_sequences(events, 50)
+    assert store_contents(state, topic) == expected_sequences(events, STORED)
 
     # Published updates: at least once, and the newest per user is the store's.
-    expected = expected_sequences(events, 50)
+    expected = expected_sequences(events, STORED)
     best, _copies = latest_updates(bootstrap, topic, len(expected))
     assert {u: (tuple(b.items), tuple(b.ts)) for u, b in best.items()} == expected
     counts = Counter(e["user_id"] for e in events)
@@ -336,7 +338,7 @@ def test_consumer_resumes_by_itself_after_the_broker_restarts(
             assert app.running.is_set()
             # Updates that failed while the broker was away are sent again.
             wait_until(lambda: not any(app._unpublished.values()), 30)
-        assert store_contents(state, topic) == expected_sequences(events, 50)
+        assert store_contents(state, topic) == expected_sequences(events, STORED)
         best, _ = latest_updates(address, topic, 40)
         counts = Counter(e["user_id"] for e in events)
         assert {u: b.version for u, b in best.items()} == dict(counts)
@@ -369,7 +371,7 @@ def test_busy_user_costs_one_update_per_batch_and_duplicates_apply_once(
 
     assert duplicates == 100
     stored = store_contents(tmp_path, topic)
-    assert stored == expected_sequences(events, 50)
+    assert stored == expected_sequences(events, STORED)
     _, copies = latest_updates(bootstrap, topic, 2)
     busy = [v for (user, v) in copies if user == "busy"]
     assert 1 <= len(busy) <= batches <= 4  # not one per event
