@@ -12,7 +12,8 @@ one JSON line per data set:
 - live HR@20 and NDCG@20 over the whole stream (test-then-train, seen items
   excluded), next to all-time most-popular, recent most-popular and item-to-item
   transitions measured the same way over the same events;
-- versions published, and the peak resident memory of each process.
+- versions published, the peak resident memory of each process, and the
+  trainer's largest resident memory in each quarter of the run.
 
     python bench/stream.py --data ../shared/data/ml-100k.inter --rate 300
     python bench/stream.py --data ../shared/data/grocery_train.tsv --rate 300
@@ -63,13 +64,25 @@ def scrape(port: int, name: str) -> float:
     return total
 
 
-def peak_rss_mb(pid: int) -> float | None:
+def rss_mb(pid: int, field: str = "VmHWM") -> float | None:
+    """A process's peak (VmHWM) or current (VmRSS) resident memory, in MB."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    match = re.search(field + r":\s+(\d+) kB", status)
     return round(int(match.group(1)) / 1024, 1) if match else None
+
+
+def by_quarter(samples: list[tuple[float, float]]) -> list[float]:
+    """The largest sample of each quarter of the run (does memory grow?)."""
+    if not samples:
+        return []
+    end = samples[-1][0] or 1.0
+    return [
+        max((v for t, v in samples if q / 4 <= t / end <= (q + 1) / 4), default=0.0)
+        for q in range(4)
+    ]
 
 
 def baselines(path: str, limit: int | None) -> dict:
@@ -172,7 +185,11 @@ def run_one(args, kafka_local) -> dict:
 
         deadline = time.monotonic() + args.timeout
         learned = 0.0
+        trainer_rss: list[tuple[float, float]] = []  # (seconds, MB)
         while time.monotonic() < deadline:
+            now_rss = rss_mb(procs["trainer"].pid, "VmRSS")
+            if now_rss is not None:
+                trainer_rss.append((time.monotonic() - t0, now_rss))
             for name, proc in procs.items():
                 if proc.poll() not in (None, 0) or (
                     name != "replay" and proc.poll() == 0
@@ -185,9 +202,7 @@ def run_one(args, kafka_local) -> dict:
                 break
             time.sleep(1.0)
         seconds = time.monotonic() - t0
-        memory = {
-            name: peak_rss_mb(p.pid) for name, p in procs.items() if p.poll() is None
-        }
+        memory = {name: rss_mb(p.pid) for name, p in procs.items() if p.poll() is None}
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -227,6 +242,9 @@ def run_one(args, kafka_local) -> dict:
         "versions_published": summary.get("versions_published"),
         "drift_alarms": summary.get("drift_alarms"),
         "peak_rss_mb": memory,
+        # Sampled every second: the trainer's largest resident memory in each
+        # quarter of the run.
+        "trainer_rss_mb_by_quarter": by_quarter(trainer_rss),
         "logs": str(work),
     }
 

@@ -34,6 +34,14 @@ def metrics(ranks, k=20):
     }
 
 
+def current_rss_mb() -> float:
+    """This process's resident memory now (VmRSS), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared/data/ml-100k.inter"))
@@ -41,6 +49,20 @@ def main(argv=None) -> int:
     p.add_argument("--batch-events", type=int, default=256)
     p.add_argument("--valid-frac", type=float, default=0.3)
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument(
+        "--last",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also report every method over the last N events",
+    )
+    p.add_argument(
+        "--rss-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the resident memory to stderr every N events",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -118,6 +140,18 @@ def main(argv=None) -> int:
         loop.handle(records)
         t_learn += time.time() - t1
         model_ranks.extend(loop.last_report.ranks)
+        if (
+            args.rss_every
+            and (start // args.batch_events)
+            % max(1, args.rss_every // args.batch_events)
+            == 0
+        ):
+            print(
+                f"events={start + len(batch)} rss_mb={current_rss_mb():.0f} "
+                f"steps={loop.trainer.step}",
+                file=sys.stderr,
+                flush=True,
+            )
     wall = time.time() - t0
 
     # The model predicts every event still in its window (a burst of more
@@ -136,9 +170,13 @@ def main(argv=None) -> int:
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+    if args.last:
+        out["model_last"] = metrics(model_ranks[-args.last :])
     for name, ranks in base_ranks.items():
         out[name] = metrics(ranks)
         out[name + "_valid"] = metrics(ranks[:n_valid])
+        if args.last:
+            out[name + "_last"] = metrics(ranks[-args.last :])
     print(json.dumps(out))
     return 0
 

@@ -64,7 +64,7 @@ class IngestSettings(KafkaSecurityFields, BaseSettings):
         True, description="send sequence updates (the trainer learns from them)"
     )
     publish_interval_ms: int = Field(
-        500,
+        200,
         ge=0,
         le=60_000,
         description="a user's sequence update is sent at most once per interval "

@@ -30,6 +30,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from elcrec.exceptions import ElcrecError
+from elcrec.heap import HeapTrimmer
 from elcrec.signals import install_stop_handlers
 from elcrec.stream.events import SequenceUpdate as SequenceRecord
 from elcrec.stream.kafka_options import client_options, security_fields
@@ -190,17 +192,19 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
         256, ge=1, description="fresh users per mini-batch (and new events per step)"
     )
     steps_per_batch: int = Field(
-        4, ge=1, le=100, description="optimizer steps per mini-batch"
+        8, ge=1, le=100, description="optimizer steps per mini-batch"
     )
-    behind_steps_per_batch: int = Field(
-        1,
+    max_deferred_batches: int = Field(
+        4,
         ge=1,
-        le=100,
-        description="steps per mini-batch while more records wait than a batch "
-        "holds (an overloaded trainer learns less per event, not later)",
+        le=1000,
+        description="the trainer process takes one pass of steps over new events "
+        "at once and the other steps_per_batch - 1 while no record waits; the "
+        "newest this many batches keep theirs (an overloaded trainer learns less "
+        "per event, not later)",
     )
     replay_per_step: int = Field(
-        128, ge=0, description="replayed recent sequences added to each step"
+        32, ge=0, description="replayed recent sequences added to each step"
     )
     replay_size: int = Field(
         20_000, ge=1, description="recent user sequences kept for replay"
@@ -214,12 +218,21 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     user_capacity: int = Field(
         1_000_000, ge=1, description="users whose last learned version is kept"
     )
+    heap_trim_every_s: float = Field(
+        2.0,
+        ge=0,
+        description="hand the heap's free pages back to the system at most this "
+        "often (keeps memory flat under tensors of changing shapes; 0: never)",
+    )
     lr: float = Field(5e-3, gt=0, description="Adam learning rate")
     metrics_window: int = Field(
         5_000, ge=1, description="events in the live HR/NDCG window"
     )
     max_wait_ms: int = Field(
-        200, ge=1, description="longest wait for a full mini-batch before a step"
+        200,
+        ge=1,
+        description="how long the trainer process waits for a record when it "
+        "has nothing else to do",
     )
 
     # -- schedules ------------------------------------------------------------
@@ -445,8 +458,9 @@ class TrainerLoop:
         self.records_learned = 0
         self.last_version: str | None = None
         self.last_report = None
-        # From each learned update's newest event time to the end of its step;
-        # meaningful when events carry live times (replay --now).
+        # From each learned event's time to the end of the first step that
+        # trained on it, for the last 100 000 events; meaningful when events
+        # carry live times (replay --now).
         self.latency_ms: deque[float] = deque(maxlen=100_000)
 
         path = settings.checkpoint_path
@@ -463,6 +477,7 @@ class TrainerLoop:
             self.offsets = {int(p): int(o) for p, o in extra.get("offsets", {}).items()}
             self.user_versions = OrderedDict(extra.get("user_versions", []))
             self.records_learned = int(extra.get("records_learned", 0))
+            self.versions_published = int(extra.get("versions_published", 0))
             if "drift" in extra:
                 # The checkpoint is this process's own file, trusted like the
                 # state folder; published models never hold pickles.
@@ -491,7 +506,13 @@ class TrainerLoop:
                 ph_threshold=settings.drift_ph_threshold,
                 ph_delta=settings.drift_ph_delta,
             )
-        self._behind = False
+        self._heap = HeapTrimmer(settings.heap_trim_every_s)
+        # Checkpoints and publications are written by one background thread
+        # from a copy taken between steps, so a slow disk never holds up
+        # learning; at most one write is in flight.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        self._write: Future | None = None
+        self._write_publishes: dict | None = None
         self._last_publish_step = self.trainer.step
         self._last_publish_t = time.monotonic()
         self._last_ckpt_step = self.trainer.step
@@ -532,6 +553,7 @@ class TrainerLoop:
         online = OnlineConfig(
             fresh_per_step=s.fresh_per_step,
             steps_per_batch=s.steps_per_batch,
+            max_deferred_batches=s.max_deferred_batches,
             replay_per_step=s.replay_per_step,
             replay_size=s.replay_size,
             vocab_capacity=s.vocab_capacity,
@@ -553,18 +575,17 @@ class TrainerLoop:
 
     # -- learning ---------------------------------------------------------------
 
-    def handle(self, batch: Iterable[Incoming], behind: bool = False) -> int:
+    def handle(self, batch: Iterable[Incoming], defer: bool = False) -> int:
         """Learn from a batch of records; returns how many were learned.
 
-        ``behind``: more records are waiting than one batch holds; the step
-        count drops to one per mini-batch until the trainer has caught up, so
-        an overloaded trainer learns a little less per event instead of
-        falling ever further behind the stream.
+        ``defer``: one pass of steps over the new events now, the rest kept
+        for :meth:`learn_deferred` (the Kafka app's latency policy); without
+        it every step is taken before this returns.
         """
         from elcrec.online import SequenceUpdate
 
         t0 = time.monotonic()
-        updates, oldest, newest_events = [], None, []
+        updates, oldest, new_events = [], None, []
         for inc in batch:
             if inc.offset < self.offsets.get(inc.partition, 0):
                 self.metrics.updates.labels("replayed").inc()
@@ -582,38 +603,43 @@ class TrainerLoop:
             self.records_learned += 1
             self.metrics.updates.labels("learned").inc()
             oldest = rec.updated_at if oldest is None else min(oldest, rec.updated_at)
-            newest_events.append(rec.ts[-1])
+            new_events.append((rec.user_id, rec.ts[-n_new:]))
         while len(self.user_versions) > self.settings.user_capacity:
             self.user_versions.popitem(last=False)
+        self.collect_writes()
         if not updates:
             return 0
 
-        report = self.last_report = self.trainer.learn_many(
-            updates,
-            steps_per_batch=self.settings.behind_steps_per_batch if behind else None,
-        )
-        if behind != self._behind:
-            self._behind = behind
-            logger.info(
-                "Trainer %s steps_per_batch=%d",
-                "behind the stream, one step per mini-batch" if behind else "caught up",
-                (
-                    self.settings.behind_steps_per_batch
-                    if behind
-                    else self.settings.steps_per_batch
-                ),
-            )
+        report = self.last_report = self.trainer.learn_many(updates, defer=defer)
         self._report(report, time.monotonic() - t0, oldest)
-        now_ms = time.time() * 1000.0
-        # Replayed history has old event times: only live ones (within an
-        # hour) measure freshness.
-        self.latency_ms.extend(
-            now_ms - ts for ts in newest_events if 0 <= now_ms - ts < 3_600_000
-        )
+        # From each new event's time to the end of the first step that
+        # trained on it. Replayed history has old event times: only live ones
+        # (within an hour) measure it.
+        for user, times in new_events:
+            used_ms = report.used_at.get(user, time.time()) * 1000.0
+            self.latency_ms.extend(
+                used_ms - ts for ts in times if 0 <= used_ms - ts < 3_600_000
+            )
         self._watch_drift(report)
-        self.maybe_checkpoint()
-        self.maybe_publish()
+        if not self.maybe_publish():  # a publication writes a checkpoint too
+            self.maybe_checkpoint()
+        self._heap.maybe_trim()
         return len(updates)
+
+    def learn_deferred(self) -> bool:
+        """Take one deferred step (see :meth:`handle`); False if none is left."""
+        report = self.trainer.learn_deferred()
+        if report is None:
+            return False
+        m = self.metrics
+        m.steps.inc(report.steps)
+        m.skipped.inc(report.skipped)
+        for term, value in report.losses.items():
+            m.loss.labels(term).set(value)
+        if not self.maybe_publish():
+            self.maybe_checkpoint()
+        self._heap.maybe_trim()
+        return True
 
     def _report(self, report, seconds: float, oldest_ms: int | None) -> None:
         m = self.metrics
@@ -705,93 +731,177 @@ class TrainerLoop:
     # -- checkpoints and publishing ------------------------------------------------
 
     def maybe_checkpoint(self, force: bool = False) -> bool:
+        """Start writing a checkpoint in the background if one is due (and the
+        previous write has finished); True if one was started."""
         s = self.settings
+        self.collect_writes()
         due = (
             self.trainer.step - self._last_ckpt_step >= s.checkpoint_every_steps
             or time.monotonic() - self._last_ckpt_t >= s.checkpoint_every_s
         )
-        if (
-            not (force or due)
-            or self.trainer.step == self._last_ckpt_step
-            and not force
-        ):
+        if not (force or due and self.trainer.step != self._last_ckpt_step):
             return False
-        self.checkpoint()
+        if self._write is not None:
+            return False  # due again after the write in flight
+        self._write = self._writer.submit(self._write_job, self._snapshot(), None)
         return True
 
     def checkpoint(self) -> None:
+        """Write a checkpoint now (after any write in flight)."""
+        self.wait_writes()
+        self._write_job(self._snapshot(), None)
+
+    def _snapshot(self, publishing: bool = False) -> dict:
+        """What a checkpoint holds, copied, so learning can go on meanwhile;
+        ``publishing``: the checkpoint goes with a publication."""
         extra = {
             "offsets": {str(p): o for p, o in self.offsets.items()},
             "user_versions": [[u, v] for u, v in self.user_versions.items()],
             "records_learned": self.records_learned,
+            "versions_published": self.versions_published + publishing,
             "drift": pickle.dumps(self.drift),
         }
-        self.trainer.save_checkpoint(self.settings.checkpoint_path, extra)
         self._last_ckpt_step = self.trainer.step
         self._last_ckpt_t = time.monotonic()
+        return {
+            "state": self.trainer.state_dict(copy=True),
+            "extra": extra,
+            "step": self.trainer.step,
+        }
+
+    def _write_job(self, snapshot: dict, publication: dict | None):
+        """Runs on the writer thread (or inline): checkpoint, then the model.
+
+        The checkpoint is never behind a published version, so a restart
+        continues from at least what downstream already has.
+        """
+        from elcrec.online import write_checkpoint
+        from elcrec.publish import publish_model
+
+        write_checkpoint(
+            self.settings.checkpoint_path, snapshot["state"], snapshot["extra"]
+        )
         logger.debug(
-            "Checkpoint written step=%d offsets=%s", self.trainer.step, self.offsets
+            "Checkpoint written step=%d offsets=%s",
+            snapshot["step"],
+            snapshot["extra"]["offsets"],
+        )
+        if publication is None:
+            return None
+        state = snapshot["state"]
+        return publish_model(
+            self.settings.models_dir,
+            state["model"],
+            state["vocab"]["ids"],
+            state["model_config"],
+            steps=snapshot["step"],
+            **publication["manifest"],
+            keep=self.settings.keep_versions,
         )
 
-    def maybe_publish(self, force: bool = False):
+    def collect_writes(self, wait: bool = False) -> None:
+        """Finish the bookkeeping of a background write that has ended.
+
+        A failed write is raised here, on the training thread, and stops the
+        trainer as a failed synchronous write would (the files on disk are
+        whole: every write is atomic).
+        """
+        write = self._write
+        if write is None or not (wait or write.done()):
+            return
+        publication = self._write_publishes
+        self._write, self._write_publishes = None, None
+        manifest = write.result()
+        if publication is not None:
+            self._published(manifest, publication)
+
+    def wait_writes(self) -> None:
+        """Wait for the write in flight, if any, and finish its bookkeeping."""
+        self.collect_writes(wait=True)
+
+    def maybe_publish(self, force: bool = False) -> bool:
+        """Start publishing in the background if a publication is due (and no
+        write is in flight); True if one was started. ``force``: due now."""
         s = self.settings
+        self.collect_writes()
         if self.trainer.step == 0 or self.trainer.step == self._last_publish_step:
-            return None
+            return False
         due = (
             self.trainer.step - self._last_publish_step >= s.publish_every_steps
             or time.monotonic() - self._last_publish_t >= s.publish_every_s
         )
-        if not (force or due):
-            return None
-        return self.publish()
+        if not (force or due) or self._write is not None:
+            return False
+        publication = self._publication()
+        if publication is None:
+            return False
+        self._write_publishes = publication
+        self._write = self._writer.submit(
+            self._write_job, self._snapshot(True), publication
+        )
+        return True
 
     def publish(self):
-        """Publish the current model (checkpointing first); None if it is not finite."""
-        from elcrec.publish import publish_model, version_number
+        """Publish the current model now (checkpointing first), after any write
+        in flight; its manifest, or None if the model is not finite."""
+        self.wait_writes()
+        publication = self._publication()
+        if publication is None:
+            return None
+        manifest = self._write_job(self._snapshot(True), publication)
+        self._published(manifest, publication)
+        return manifest
 
+    def _publication(self) -> dict | None:
+        """What a publication records besides the weights, taken with them."""
         if not self.trainer.parameters_finite():
             logger.error(
                 "Not publishing: the model has non-finite parameters step=%d",
                 self.trainer.step,
             )
             return None
-        # The checkpoint is never behind a published version, so a restart
-        # continues from at least what downstream already has.
-        self.checkpoint()
-        state_dict, vocab, config = self.trainer.published_state()
-        manifest = publish_model(
-            self.settings.models_dir,
-            state_dict,
-            vocab,
-            config,
-            steps=self.trainer.step,
-            events_seen=self.trainer.events_seen,
-            records_learned=self.records_learned,
-            live_metrics=self.trainer.live_metrics(),
-            source_offsets={str(p): o for p, o in self.offsets.items()},
-            keep=self.settings.keep_versions,
-        )
         self._last_publish_step = self.trainer.step
         self._last_publish_t = time.monotonic()
+        return {
+            "manifest": {
+                "events_seen": self.trainer.events_seen,
+                "records_learned": self.records_learned,
+                "live_metrics": self.trainer.live_metrics(),
+                "source_offsets": {str(p): o for p, o in self.offsets.items()},
+            },
+            "item_names": self.trainer.intent_items(5),
+            "centers": self.trainer.model.centers.detach().cpu().numpy().copy(),
+        }
+
+    def _published(self, manifest, publication: dict) -> None:
+        from elcrec.publish import version_number
+
         self.versions_published += 1
         self.last_version = manifest.version
         self.metrics.publishes.inc()
         self.metrics.model_version.set(version_number(manifest.version))
-        self.drift.item_names = self.trainer.intent_items(5)
-        self.drift.update_centers(self.trainer.model.centers.detach().cpu().numpy())
+        self.drift.item_names = publication["item_names"]
+        self.drift.update_centers(publication["centers"])
         self.drift.mark_published(manifest.version)
         if self.on_publish is not None:
             self.on_publish(manifest)
-        return manifest
 
     def close(self) -> None:
-        """Publish what is new, and checkpoint."""
-        self.maybe_publish(force=True)
-        self.checkpoint()
+        """Publish what is new, and checkpoint; waits for every write."""
+        try:
+            self.wait_writes()
+            if self.trainer.step not in (0, self._last_publish_step):
+                self.publish()
+            self.checkpoint()
+        finally:
+            self._writer.shutdown(wait=True)
 
     def summary(self) -> dict:
+        """Totals since the work folder was created (a resumed run goes on
+        counting), live quality, and the latency from event to step when
+        events carried live times (``replay --now``, a live stream)."""
         live = self.trainer.live_metrics()
-        return {
+        out = {
             "events": self.trainer.events_seen,
             "records": self.records_learned,
             "steps": self.trainer.step,
@@ -803,9 +913,11 @@ class TrainerLoop:
             "predicted": self.trainer.metrics.count,
             "live_hr@20": round(live["hr@20"], 4),
             "live_ndcg@20": round(live["ndcg@20"], 4),
-            "event_to_step_ms_p50": _percentile(self.latency_ms, 50),
-            "event_to_step_ms_p99": _percentile(self.latency_ms, 99),
         }
+        if self.latency_ms:
+            out["event_to_step_ms_p50"] = _percentile(self.latency_ms, 50)
+            out["event_to_step_ms_p99"] = _percentile(self.latency_ms, 99)
+        return out
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -945,12 +1057,13 @@ class TrainerApp:
                     raise TrainerError(
                         f"polling failed: {self._poll_error}"
                     ) from self._poll_error
-                batch = self._next_batch()
+                # New records first: one pass of steps over them at once, the
+                # other steps while nothing waits.
+                batch = self._next_batch(wait=not self.loop.trainer.deferred_steps)
                 if batch:
-                    behind = self._queue.qsize() >= s.fresh_per_step
-                    self.loop.handle(batch, behind=behind)
+                    self.loop.handle(batch, defer=True)
                     self.learned_offsets = dict(self.loop.offsets)
-                else:
+                elif not self.loop.learn_deferred():
                     self.loop.maybe_publish()
         finally:
             self._stop.set()
@@ -966,18 +1079,22 @@ class TrainerApp:
             _write_json(self.settings.work_dir / "summary.json", summary)
             logger.info("Trainer stopped summary=%s", json.dumps(summary))
 
-    def _next_batch(self) -> list[Incoming]:
-        """Up to ``fresh_per_step`` distinct users, waiting at most ``max_wait_ms``."""
+    def _next_batch(self, wait: bool = True) -> list[Incoming]:
+        """What is queued, up to ``fresh_per_step`` distinct users; when the
+        queue is empty, waits up to ``max_wait_ms`` for a record if ``wait``."""
         s = self.settings
-        deadline = time.monotonic() + s.max_wait_ms / 1000.0
         batch: list[Incoming] = []
         users: set[str] = set()
-        while len(users) < s.fresh_per_step:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                break
+        if wait:
             try:
-                inc = self._queue.get(timeout=timeout)
+                inc = self._queue.get(timeout=s.max_wait_ms / 1000.0)
+            except queue.Empty:
+                return batch
+            batch.append(inc)
+            users.add(inc.record.user_id)
+        while len(users) < s.fresh_per_step:
+            try:
+                inc = self._queue.get_nowait()
             except queue.Empty:
                 break
             batch.append(inc)

@@ -56,6 +56,8 @@ class OnlineConfig:
         max_steps_per_batch: most steps for one mini-batch whose records carry
             many new events each (a backlog): one step per ``fresh_per_step``
             new events, at most this many (times ``steps_per_batch``).
+        max_deferred_batches: batches whose deferred steps are kept
+            (``learn_many(defer=True)``); older ones are dropped.
         replay_per_step: replayed recent sequences added to each mini-batch.
         replay_size: recent user sequences kept for replay (bounded, LRU).
         vocab_capacity: most item rows; beyond it the least recently seen
@@ -71,6 +73,7 @@ class OnlineConfig:
     fresh_per_step: int = 256
     steps_per_batch: int = 1
     max_steps_per_batch: int = 64
+    max_deferred_batches: int = 4
     replay_per_step: int = 128
     replay_size: int = 20_000
     vocab_capacity: int = 200_000
@@ -86,6 +89,7 @@ class OnlineConfig:
             "fresh_per_step",
             "steps_per_batch",
             "max_steps_per_batch",
+            "max_deferred_batches",
             "replay_size",
             "vocab_capacity",
             "metrics_window",
@@ -116,6 +120,17 @@ class SequenceUpdate:
 
 
 @dataclass
+class _Deferred:
+    """Steps of one batch kept for later (:meth:`OnlineTrainer.learn_many`)."""
+
+    rows: list[list[int]]  # the batch's training windows (item rows)
+    users: set[str]  # not replayed alongside them
+    n_chunks: int
+    next_chunk: int
+    left: int
+
+
+@dataclass
 class StepReport:
     """What one call of :meth:`OnlineTrainer.learn_many` did."""
 
@@ -127,6 +142,9 @@ class StepReport:
     recycled_items: int = 0
     assignments: list[int] = field(default_factory=list)
     ranks: list[int] = field(default_factory=list)
+    # user -> wall-clock time (s) at the end of the first optimizer step(s)
+    # that trained on every new event of the user's update (for latency).
+    used_at: dict[str, float] = field(default_factory=dict)
 
 
 class SlidingMetrics:
@@ -274,6 +292,8 @@ class OnlineTrainer:
         self._rng = random.Random(self.config.seed)
         self._gen = torch.Generator(device=self.device).manual_seed(self.config.seed)
         self._eval_counter = 0
+        self._deferred: deque[_Deferred] = deque()
+        self.deferred_dropped = 0
 
     @property
     def block_size(self) -> int:
@@ -290,7 +310,10 @@ class OnlineTrainer:
     # --- learning ------------------------------------------------------------
 
     def learn_many(
-        self, updates: Iterable[SequenceUpdate], steps_per_batch: int | None = None
+        self,
+        updates: Iterable[SequenceUpdate],
+        steps_per_batch: int | None = None,
+        defer: bool = False,
     ) -> StepReport:
         """Predict, then learn from, a batch of sequence updates.
 
@@ -298,8 +321,15 @@ class OnlineTrainer:
         one user in one call are merged (the last one wins, new events add up)
         while the last one still carries all the new events; otherwise the
         later one is learned in a following round, so no event is lost.
-        ``steps_per_batch`` overrides the configured number for this call (the
-        trainer takes fewer steps when it is behind the stream).
+        ``steps_per_batch`` overrides the configured number for this call.
+
+        ``defer``: take one pass of steps over the new events now (every event
+        is trained on before this returns) and keep the other
+        ``steps_per_batch - 1`` passes for :meth:`learn_deferred`, which a
+        live trainer calls while no new record waits. The newest
+        ``max_deferred_batches`` batches keep theirs; older ones are dropped
+        (counted in ``deferred_dropped``), so an overloaded trainer learns
+        less per event instead of later. Deferred steps are not checkpointed.
         """
         rounds: list[OrderedDict[str, SequenceUpdate]] = [OrderedDict()]
         for u in updates:
@@ -322,11 +352,39 @@ class OnlineTrainer:
         for merged in rounds:
             batch = list(merged.values())
             for start in range(0, len(batch), size):
-                self._learn_chunk(batch[start : start + size], report, steps)
+                self._learn_chunk(batch[start : start + size], report, steps, defer)
         return report
 
+    def learn_deferred(self) -> StepReport | None:
+        """One deferred step (see :meth:`learn_many`), newest batch first;
+        None when none is left."""
+        while self._deferred and self._deferred[-1].left == 0:
+            self._deferred.pop()
+        if not self._deferred:
+            return None
+        d = self._deferred[-1]
+        report = StepReport()
+        size = self.config.fresh_per_step
+        c = d.next_chunk % d.n_chunks
+        train_rows = d.rows[c * size : (c + 1) * size]
+        train_rows = train_rows + self._replay_sample(d.users)
+        if train_rows:
+            self._train_step(train_rows, report)
+        d.next_chunk += 1
+        d.left -= 1
+        return report
+
+    @property
+    def deferred_steps(self) -> int:
+        """Deferred steps still to take."""
+        return sum(d.left for d in self._deferred)
+
     def _learn_chunk(
-        self, updates: list[SequenceUpdate], report: StepReport, steps_per_batch: int
+        self,
+        updates: list[SequenceUpdate],
+        report: StepReport,
+        steps_per_batch: int,
+        defer: bool = False,
     ) -> None:
         T = self.block_size
         # Every carried item takes part: a record may carry more new events
@@ -360,12 +418,23 @@ class OnlineTrainer:
         )
         size = self.config.fresh_per_step
         n_chunks = max(1, -(-len(fresh_rows) // size))
-        for s in range(max(n_steps, n_chunks) * steps_per_batch):
+        per_pass = max(n_steps, n_chunks)
+        total = per_pass * steps_per_batch
+        for s in range(per_pass if defer else total):
             c = s % n_chunks
             train_rows = fresh_rows[c * size : (c + 1) * size]
             train_rows = train_rows + self._replay_sample(fresh_users)
             if train_rows:
                 self._train_step(train_rows, report)
+            if s == n_chunks - 1:  # every fresh window has been trained on
+                now = time.time()
+                report.used_at.update((u.user, now) for u in updates)
+        if defer and total > per_pass:
+            self._deferred.append(
+                _Deferred(fresh_rows, fresh_users, n_chunks, per_pass, total - per_pass)
+            )
+            while len(self._deferred) > self.config.max_deferred_batches:
+                self.deferred_dropped += self._deferred.popleft().left
 
         # -- remember these sequences for replay, most recent last
         for u in updates:
@@ -581,13 +650,23 @@ class OnlineTrainer:
             self.model.config.to_dict(),
         )
 
-    def state_dict(self) -> dict:
-        """Everything needed to resume exactly (plain types and tensors only)."""
+    def state_dict(self, copy: bool = False) -> dict:
+        """Everything needed to resume exactly (plain types and tensors only).
+
+        ``copy``: the weights and optimizer moments are copied, so the result
+        can be written by another thread while this one keeps learning (the
+        other parts are fresh lists already; replayed sequences are replaced,
+        never changed in place).
+        """
+        model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+        if copy:
+            model = _cloned(model)
+            optimizer = _cloned(optimizer)
         return {
             "model_config": self.model.config.to_dict(),
             "online_config": asdict(self.config),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model,
+            "optimizer": optimizer,
             "vocab": self.vocab.state(),
             "replay": [[u, items] for u, items in self.replay.items()],
             "metrics": self.metrics.state(),
@@ -624,17 +703,7 @@ class OnlineTrainer:
 
     def save_checkpoint(self, path: str | Path, extra: dict | None = None) -> None:
         """Write the trainer state (and ``extra``, plain types) atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        t0 = time.monotonic()
-        torch.save({"trainer": self.state_dict(), "extra": extra or {}}, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        logger.debug(
-            "Saved checkpoint path=%s seconds=%.2f", path, time.monotonic() - t0
-        )
+        write_checkpoint(path, self.state_dict(), extra)
 
     @classmethod
     def load_checkpoint(
@@ -643,6 +712,31 @@ class OnlineTrainer:
         """Resume from :meth:`save_checkpoint`; returns ``(trainer, extra)``."""
         blob = torch.load(Path(path), map_location=device, weights_only=True)
         return cls.from_state_dict(blob["trainer"], device), blob["extra"]
+
+
+def write_checkpoint(path: str | Path, state: dict, extra: dict | None = None) -> None:
+    """Write a trainer ``state`` (:meth:`OnlineTrainer.state_dict`) and ``extra``
+    atomically: readers find the previous checkpoint or this one, whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    t0 = time.monotonic()
+    torch.save({"trainer": state, "extra": extra or {}}, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    logger.debug("Saved checkpoint path=%s seconds=%.2f", path, time.monotonic() - t0)
+
+
+def _cloned(value):
+    """``value`` with every tensor in its dicts and lists copied."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _cloned(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cloned(v) for v in value)
+    return value
 
 
 def _windows(row: list[int], n_new: int, T: int) -> list[list[int]]:

@@ -56,6 +56,27 @@ def default_topics(
     ]
 
 
+def check_reachable(bootstrap_servers: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with one clear error, when no bootstrap address accepts a
+    TCP connection (kafka-python would log a warning per retry first).
+
+    Raises:
+        TopicError: none of the comma-separated ``host:port`` addresses answers.
+    """
+    import socket
+
+    errors = []
+    for address in bootstrap_servers.split(","):
+        host, _, port = address.strip().rpartition(":")
+        host = host.strip("[]")  # an IPv6 literal
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address.strip()}: {exc}")
+    raise TopicError(f"cannot reach Kafka at {bootstrap_servers} ({'; '.join(errors)})")
+
+
 def ensure_topics(
     bootstrap_servers: str,
     specs: list[TopicSpec],
@@ -78,6 +99,7 @@ def ensure_topics(
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+    check_reachable(bootstrap_servers)
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap_servers,

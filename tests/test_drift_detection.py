@@ -29,6 +29,8 @@ DRIFT = {
     # mini-batch and no item bias keep each stream under a minute.
     "steps_per_batch": 1,
     "item_bias": False,
+    # The replay sample the delays and false-alarm counts were measured with.
+    "replay_per_step": 128,
 }
 MAX_DELAY = 2_000  # events from the shift to the first alarm
 
@@ -85,7 +87,9 @@ def test_a_planted_intent_shift_raises_an_alarm_soon_after_it(tmp_path):
     assert after, "no alarm after the shift"
     first = after[0]
     delay = first.at_event - SHIFT_AT
-    print(f"shift detected by {first.detector} ({first.direction}) after {delay} events")
+    print(
+        f"shift detected by {first.detector} ({first.direction}) after {delay} events"
+    )
     assert delay <= MAX_DELAY, (first.detector, delay)
     # The shift is a fall in quality (the users' new intents are not yet learned).
     assert any(a.detector == "quality" and a.direction == "fall" for a in after)

@@ -29,6 +29,8 @@ def test_embedded_run_publishes_a_model_a_fresh_process_can_load(tmp_path):
     assert summary["events"] == 3000
     assert summary["versions_published"] >= 1
     assert 0.0 <= summary["live_hr@20"] <= 1.0
+    # Historical event times measure no latency: the summary does not invent one.
+    assert "event_to_step_ms_p99" not in summary
 
     models = work / "trainer" / "models"
     manifest, _, vocab, _ = read_model(models / latest_version(models))
@@ -56,6 +58,7 @@ def test_embedded_run_resumes_where_it_stopped(tmp_path):
     # The second run learns only the 600 new events: 1600 in all, none twice.
     assert summary["events"] == 1600
     assert summary["last_version"] == "v000002"
+    assert summary["versions_published"] == 2  # counted across runs, like events
 
 
 def test_embedded_run_on_a_real_data_file(tmp_path, shared_data):
@@ -162,6 +165,8 @@ def test_kafka_run_supervises_the_processes_and_prints_a_summary(tmp_path, boots
     assert summary["interrupted"] is True
     assert summary["versions_published"] >= 1 and summary["events"] > 0
     assert summary["last_version"] == latest_version(models)
+    # --replay stamps send times: the latency from event to step is measured.
+    assert 0 < summary["event_to_step_ms_p50"] <= summary["event_to_step_ms_p99"]
 
 
 def test_a_work_dir_that_is_a_file_or_a_bad_setting_fails_before_writing(tmp_path):
@@ -187,3 +192,37 @@ def test_a_work_dir_that_is_a_file_or_a_bad_setting_fails_before_writing(tmp_pat
     )
     assert done.returncode == 2 and "ELCREC_TRAINER_PRESET" in done.stderr
     assert not work.exists()  # nothing written for a run that cannot start
+
+
+def test_embedded_run_reads_a_table_with_its_own_column_names(tmp_path):
+    table = tmp_path / "clicks.csv"
+    rows = [f"c{n % 40},p{(n * 7) % 90},{1_700_000_000 + n}" for n in range(900)]
+    table.write_text("customer,product,when\n" + "\n".join(rows) + "\n")
+    args = ["run", "--data", str(table), "--no-progress"]
+    done = subprocess.run(
+        [*ELCREC, *args, "--work-dir", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "user" in done.stderr  # names its column
+    cols = ["--user-col", "customer", "--item-col", "product", "--time-col", "when"]
+    done = run(*args, *cols, "--work-dir", str(tmp_path / "w"))
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["events"] == 900 and summary["items"] == 90
+
+
+def test_kafka_run_without_a_broker_fails_at_once_with_one_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run(
+        [*ELCREC, "run", "--kafka", f"127.0.0.1:{port}", "--work-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"cannot reach Kafka at 127.0.0.1:{port}" in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 2, done.stderr

@@ -332,3 +332,77 @@ def test_bad_device_and_preset_name_their_variables(monkeypatch):
     monkeypatch.setenv("ELCREC_TRAINER_PRESET", "nope")
     with pytest.raises(ConfigError, match="ELCREC_TRAINER_PRESET"):
         load_trainer_settings()
+
+
+def test_a_background_publication_holds_the_model_of_its_moment(tmp_path):
+    settings = load_trainer_settings(
+        work_dir=tmp_path, n_intents=4, block_size=10, publish_every_steps=10_000
+    )
+    loop = TrainerLoop(settings)
+    records = sequence_records([_ev(f"u{n % 5}", f"i{n % 13}") for n in range(60)])
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[:30])])
+    assert loop.maybe_publish(force=True)
+    at_publish = {k: v.clone() for k, v in loop.trainer.model.state_dict().items()}
+    step, offsets = loop.trainer.step, dict(loop.offsets)
+    # Learning goes on while the version is written.
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[30:], start=30)])
+    assert loop.trainer.step > step
+    loop.wait_writes()
+    assert loop.versions_published == 1 and loop.last_version == "v000001"
+
+    manifest, weights, _, _ = read_model(settings.models_dir / "v000001")
+    assert manifest.steps == step
+    assert manifest.source_offsets == {str(p): o for p, o in offsets.items()}
+    for name, value in at_publish.items():
+        assert torch.equal(weights[name], value), name
+    now = loop.trainer.model.state_dict()["tok_emb.weight"]
+    assert not torch.equal(now, at_publish["tok_emb.weight"])
+    # The checkpoint written with it is of the same moment.
+    blob = torch.load(settings.checkpoint_path, weights_only=True)
+    assert blob["trainer"]["step"] == step
+    assert blob["extra"]["offsets"] == {"0": 30}
+    assert blob["extra"]["versions_published"] == 1
+
+
+def test_a_failed_background_write_stops_the_trainer(tmp_path):
+    settings = load_trainer_settings(work_dir=tmp_path, n_intents=4, block_size=10)
+    loop = TrainerLoop(settings)
+    records = sequence_records([_ev("u", i) for i in "abcdef"])
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[:3])])
+    settings.models_dir.write_text("not a folder")  # publishing must fail
+    assert loop.maybe_publish(force=True)
+    with pytest.raises(OSError):
+        loop.wait_writes()
+    assert loop.versions_published == 0
+    # The checkpoint went first and is whole.
+    assert torch.load(settings.checkpoint_path, weights_only=True)["trainer"]["step"]
+
+
+def test_deferred_steps_follow_at_leisure_and_the_oldest_are_shed(tmp_path):
+    settings = load_trainer_settings(
+        work_dir=tmp_path,
+        n_intents=4,
+        block_size=10,
+        replay_per_step=4,
+        steps_per_batch=4,
+        max_deferred_batches=2,
+    )
+    loop = TrainerLoop(settings)
+    records = sequence_records([_ev(f"u{n % 7}", f"i{n % 11}") for n in range(70)])
+    # One pass (one step) at once; the three others wait for idle time.
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[:10])], defer=True)
+    assert loop.last_report.steps == 1 and loop.trainer.deferred_steps == 3
+    taken = 0
+    while loop.learn_deferred():
+        taken += 1
+    assert taken == 3 and loop.trainer.step == 4
+    # Batches arriving faster than idle time: the newest two keep theirs.
+    for b in range(1, 6):
+        chunk = range(10 * b, 10 * b + 10)
+        loop.handle([Incoming(0, n, records[n]) for n in chunk], defer=True)
+    assert loop.trainer.step == 4 + 5
+    assert loop.trainer.deferred_steps == 2 * 3
+    assert loop.trainer.deferred_dropped == 3 * 3
+    # Without deferral every step is taken at once.
+    loop.handle([Incoming(0, n, records[n]) for n in range(60, 70)])
+    assert loop.last_report.steps == 4

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="data format: auto, seq, inter, csv, tsv, jsonl",
     )
+    parser.add_argument("--user-col", help="user column of a table file")
+    parser.add_argument("--item-col", help="item column of a table file")
+    parser.add_argument("--time-col", help="time column of a table file")
     parser.add_argument(
         "--work-dir",
         default="elcrec-work",
@@ -52,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, help="serve Prometheus metrics here"
     )
     parser.add_argument(
-        "--replay", action="store_true", help="with --kafka: also produce the input"
+        "--replay",
+        action="store_true",
+        help="with --kafka: also produce the input (event times = send times)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -88,7 +93,16 @@ def input_events(args) -> list[dict]:
     from elcrec.stream.replay import ReplayOptions, iter_events, load_interactions
 
     if args.data:
-        interactions = load_interactions(args.data, args.format)
+        try:
+            interactions = load_interactions(
+                args.data,
+                args.format,
+                user_col=args.user_col,
+                item_col=args.item_col,
+                time_col=args.time_col,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         prefix = Path(args.data).stem
     else:
         n_events = args.synthetic_users * 30
@@ -291,8 +305,13 @@ def run_kafka(args) -> int:
         trainer_cmd += ["--metrics-port", str(args.metrics_port)]
     procs["trainer"] = subprocess.Popen(trainer_cmd, env=env)
     if args.replay:
-        replay_cmd = [*exe, "replay", "--kafka", args.kafka]
-        replay_cmd += ["--data", args.data or "synthetic"]
+        # Stamped at send time, like a live stream: the trainer's summary
+        # then gives the latency from event to step.
+        replay_cmd = [*exe, "replay", "--kafka", args.kafka, "--now"]
+        replay_cmd += ["--data", args.data or "synthetic", "--format", args.format]
+        for flag in ("user_col", "item_col", "time_col"):
+            if getattr(args, flag):
+                replay_cmd += ["--" + flag.replace("_", "-"), getattr(args, flag)]
         if args.limit:
             replay_cmd += ["--limit", str(args.limit)]
         procs["replay"] = subprocess.Popen(replay_cmd, env=env)
