@@ -63,6 +63,7 @@ MODEL_SETTINGS = (
     "rec_loss",
     "seqcl_similarity",
     "item_bias",
+    "pop_prior",
     "pooling",
     "clu_pull",
 )
@@ -164,6 +165,11 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     item_bias: bool | None = Field(
         True,
         description="a learned score bias per item (tracks what is popular now)",
+    )
+    pop_prior: bool | None = Field(
+        None,
+        description="add a learned weight times log(1 + the item's recent "
+        "event count, half-life 2000 events) to its score",
     )
     rec_loss: str | None = Field(
         None, pattern="^(bce|ce)$", description="bce (the paper) or ce (full softmax)"
@@ -490,6 +496,9 @@ class TrainerLoop:
                 self.offsets,
             )
             self._warn_changed_settings()
+            changed = self.trainer.reconfigure(self._online_config())
+            if changed:
+                logger.info("Resumed with changed learning settings %s", changed)
         else:
             self.trainer = self._new_trainer()
         if self.drift is None:
@@ -534,9 +543,25 @@ class TrainerLoop:
                 ", ".join(f"{k}={a!r} (set {b!r})" for k, (a, b) in changed.items()),
             )
 
+    def _online_config(self):
+        from elcrec.online import OnlineConfig
+
+        s = self.settings
+        return OnlineConfig(
+            fresh_per_step=s.fresh_per_step,
+            steps_per_batch=s.steps_per_batch,
+            max_deferred_batches=s.max_deferred_batches,
+            replay_per_step=s.replay_per_step,
+            replay_size=s.replay_size,
+            vocab_capacity=s.vocab_capacity,
+            lr=s.lr,
+            metrics_window=s.metrics_window,
+            seed=s.seed,
+        )
+
     def _new_trainer(self):
         from elcrec.model import ELCRecConfig
-        from elcrec.online import OnlineConfig, OnlineTrainer
+        from elcrec.online import OnlineTrainer
         from elcrec.publish import read_model
 
         s = self.settings
@@ -550,18 +575,7 @@ class TrainerLoop:
             if s.preset
             else ELCRecConfig(**overrides)
         )
-        online = OnlineConfig(
-            fresh_per_step=s.fresh_per_step,
-            steps_per_batch=s.steps_per_batch,
-            max_deferred_batches=s.max_deferred_batches,
-            replay_per_step=s.replay_per_step,
-            replay_size=s.replay_size,
-            vocab_capacity=s.vocab_capacity,
-            lr=s.lr,
-            metrics_window=s.metrics_window,
-            seed=s.seed,
-        )
-        trainer = OnlineTrainer(model_config, online, s.device)
+        trainer = OnlineTrainer(model_config, self._online_config(), s.device)
         if s.warm_start is not None:
             manifest, state_dict, vocab, config = read_model(s.warm_start)
             trainer.warm_start(state_dict, vocab, config)

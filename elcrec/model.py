@@ -57,6 +57,13 @@ class ELCRecConfig:
     # the item table (so it grows and is recycled with the item's row). Not in
     # the paper; in a stream it tracks what is popular now.
     item_bias: bool = False
+    # Streaming only: add w * log(1 + n_i) to item i's score, n_i the item's
+    # count of events decayed with a half-life of pop_half_life events (kept
+    # by the online trainer, published with the weights), w learned. Not in
+    # the paper; it gives the model what is popular right now at once, which
+    # the item bias learns only over many steps.
+    pop_prior: bool = False
+    pop_half_life: float = 2000.0
     # "all": pull every sequence vector towards every center (the paper);
     # "nearest": towards its own nearest center only (k-means' objective)
     clu_pull: str = "all"
@@ -93,6 +100,7 @@ class ELCRecConfig:
         for name in ("crop_ratio", "mask_ratio", "reorder_ratio"):
             check(0.0 <= getattr(self, name) <= 1.0, name, "in [0, 1]")
         check(self.init_std > 0, "init_std", "> 0")
+        check(self.pop_half_life > 0, "pop_half_life", "> 0")
         check(self.temperature > 0, "temperature", "> 0")
         for name in ("clu_weight", "seqcl_weight", "intentcl_weight"):
             check(getattr(self, name) >= 0, name, ">= 0")
@@ -295,6 +303,10 @@ class ELCRec(nn.Module):
         )
         self.register_buffer("centers_ready", torch.tensor(False))
 
+        if config.pop_prior:
+            self.register_buffer("pop_counts", torch.zeros(config.n_items + 2))
+            self.pop_weight = nn.Parameter(torch.tensor(1.0))
+
         self.apply(self._init_weights)
         if config.item_bias:
             with torch.no_grad():
@@ -472,6 +484,9 @@ class ELCRec(nn.Module):
             # full softmax over items 1..N; padding and spare columns excluded
             items = self.tok_emb.weight[1 : self.n_items + 1]
             logits = self.with_bias(h[real]) @ items.T  # (R, N)
+            if self.config.pop_prior:
+                ids = torch.arange(1, self.n_items + 1, device=logits.device)
+                logits = logits + self.prior(ids)
             return F.cross_entropy(logits, targets[real] - 1)
 
         if negatives is None:
@@ -482,6 +497,9 @@ class ELCRec(nn.Module):
         h = self.with_bias(h)
         pos = (h * self.tok_emb(targets)).sum(-1)  # (B, T)
         neg = (h * self.tok_emb(negatives)).sum(-1)  # (B, T)
+        if self.config.pop_prior:
+            pos = pos + self.prior(targets)
+            neg = neg + self.prior(negatives)
         # -log sigma(pos) - log(1 - sigma(neg)) = -logsig(pos) - logsig(-neg)
         loss = -(F.logsigmoid(pos) + F.logsigmoid(-neg))
         return (loss * real).sum() / n_real
@@ -571,8 +589,25 @@ class ELCRec(nn.Module):
         """Next-item logits (B, N + 1) from the last position; column 0 is -inf."""
         h = self.encode(seqs)[:, -1, :]  # (B, C)
         logits = self.with_bias(h) @ self.tok_emb.weight[: self.n_items + 1].T
+        if self.config.pop_prior:
+            logits += self.prior(torch.arange(self.n_items + 1, device=h.device))
         logits[:, 0] = float("-inf")
         return logits
+
+    def prior(self, items: torch.Tensor) -> torch.Tensor:
+        """The popularity term of the items' scores (``pop_prior``)."""
+        return self.pop_weight * torch.log1p(self.pop_counts[items])
+
+    @torch.no_grad()
+    def observe_items(self, items: torch.Tensor) -> None:
+        """Count events of ``items`` (rows) in the decayed popularity
+        (``pop_prior``): older counts decay by one event per item given."""
+        if not self.config.pop_prior or items.numel() == 0:
+            return
+        self.pop_counts.mul_(0.5 ** (items.numel() / self.config.pop_half_life))
+        self.pop_counts.index_add_(
+            0, items, torch.ones(items.numel(), device=self.pop_counts.device)
+        )
 
     def with_bias(self, h: torch.Tensor) -> torch.Tensor:
         """States (..., C) as queries of the item table: with ``item_bias`` a
@@ -648,6 +683,10 @@ class ELCRec(nn.Module):
         if self.config.item_bias:
             emb.weight[old + 1 : n_items + 1, self.config.n_embd] = 0.0
         self.tok_emb = emb
+        if self.config.pop_prior:
+            counts = self.pop_counts.new_zeros(n_items + 2)
+            counts[: old + 1] = self.pop_counts[: old + 1]
+            self.pop_counts = counts
         self.config = replace(self.config, n_items=n_items)
 
 

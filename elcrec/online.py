@@ -28,7 +28,7 @@ import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -398,6 +398,12 @@ class OnlineTrainer:
         # -- test: predict each new event from the events before it
         ranks = self._prequential(rows, n_eval)
         self.metrics.update(ranks)
+        new_rows = [
+            i for r, n in zip(rows, n_eval, strict=True) for i in r[len(r) - n :]
+        ]
+        self.model.observe_items(
+            torch.tensor(new_rows, dtype=torch.long, device=self.device)
+        )
         report.ranks.extend(ranks)
         report.events += sum(u.n_new for u in updates)
         self.events_seen += sum(u.n_new for u in updates)
@@ -603,6 +609,8 @@ class OnlineTrainer:
         if state:
             state["exp_avg"][idx] = 0.0
             state["exp_avg_sq"][idx] = 0.0
+        if self.model.config.pop_prior:
+            self.model.pop_counts[idx] = 0.0
 
     def warm_start(self, state_dict: dict, vocab: list[str], config: dict) -> None:
         """Start from a published model: its weights, vocabulary and shape.
@@ -680,6 +688,41 @@ class OnlineTrainer:
             "torch_rng": self._gen.get_state(),
             "cpu_rng": torch.get_rng_state(),
         }
+
+    def reconfigure(self, config: OnlineConfig) -> dict[str, tuple]:
+        """Take the learning options of ``config`` (a resumed trainer follows
+        the settings it is started with); returns ``{option: (old, new)}``.
+
+        The seed is not taken (the random state is resumed), nor a
+        ``vocab_capacity`` below the rows in use.
+        """
+        changed = {}
+        for f in fields(OnlineConfig):
+            old, new = getattr(self.config, f.name), getattr(config, f.name)
+            if old == new or f.name == "seed":
+                continue
+            if f.name == "vocab_capacity" and new < len(self.vocab):
+                logger.warning(
+                    "Keeping vocab_capacity=%d: %d item rows are in use (asked %d)",
+                    old,
+                    len(self.vocab),
+                    new,
+                )
+                continue
+            changed[f.name] = (old, new)
+        self.config = replace(self.config, **{k: v for k, (_, v) in changed.items()})
+        if "lr" in changed:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr
+        if "vocab_capacity" in changed:
+            self.vocab.capacity = self.config.vocab_capacity
+        if "metrics_window" in changed:
+            ranks = self.metrics.state()
+            self.metrics = SlidingMetrics(self.config.metrics_window)
+            self.metrics.load_state(ranks)
+        while len(self.replay) > self.config.replay_size:
+            self.replay.popitem(last=False)
+        return changed
 
     @classmethod
     def from_state_dict(

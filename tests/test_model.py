@@ -376,3 +376,28 @@ def test_grow_items_keeps_existing_rows():
     assert model.score_last(random_batch(2, 12, 30, min_len=1)).shape == (2, 41)
     with pytest.raises(ValueError, match="shrink"):
         model.grow_items(10)
+
+
+def test_the_popularity_prior_adds_its_decayed_counts_to_scores_and_grows():
+    model = make_model(pop_prior=True, pop_half_life=2.0).eval()
+    seqs = random_batch(3, 12, 30, min_len=1)
+    plain = model.score_last(seqs)  # no counts yet: log(1 + 0) = 0
+    model.observe_items(torch.tensor([5, 5]))  # two events of item 5
+    model.observe_items(torch.tensor([7, 5]))  # two more: older counts halve
+    torch.testing.assert_close(model.pop_counts[5], torch.tensor(2.0))  # 2 / 2 + 1
+    torch.testing.assert_close(model.pop_counts[7], torch.tensor(1.0))
+    with torch.no_grad():
+        model.pop_weight.fill_(0.5)
+    scores = model.score_last(seqs)
+    expected = plain.clone()
+    expected[:, 5] += 0.5 * math.log(3.0)
+    expected[:, 7] += 0.5 * math.log(2.0)
+    torch.testing.assert_close(scores[:, 1:], expected[:, 1:])
+    # The weight learns through the rec loss; counts survive a grown table.
+    inputs = random_batch(4, 12, 30, min_len=2)
+    model.train()
+    model.losses(inputs, inputs.roll(-1, dims=1))["rec"].backward()
+    assert model.pop_weight.grad is not None and model.pop_weight.grad != 0
+    model.grow_items(40)
+    assert model.pop_counts.shape == (42,) and model.pop_counts[5] == 2.0
+    assert model.pop_counts[31:].sum() == 0

@@ -406,3 +406,43 @@ def test_deferred_steps_follow_at_leisure_and_the_oldest_are_shed(tmp_path):
     # Without deferral every step is taken at once.
     loop.handle([Incoming(0, n, records[n]) for n in range(60, 70)])
     assert loop.last_report.steps == 4
+
+
+def test_a_resumed_trainer_follows_its_new_learning_settings(tmp_path):
+    common = dict(work_dir=tmp_path, n_intents=4, block_size=10, replay_per_step=0)
+    records = sequence_records([_ev(f"u{n % 3}", f"i{n % 9}") for n in range(40)])
+    loop = TrainerLoop(load_trainer_settings(**common, steps_per_batch=2, lr=0.01))
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[:20])])
+    assert loop.last_report.steps == 2
+    loop.close()
+
+    loop = TrainerLoop(
+        load_trainer_settings(**common, steps_per_batch=3, lr=0.002, metrics_window=7)
+    )
+    assert loop.trainer.config.steps_per_batch == 3
+    assert loop.trainer.optimizer.param_groups[0]["lr"] == 0.002
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records[20:], start=20)])
+    assert loop.last_report.steps == 3
+    assert len(loop.trainer.metrics.state()["ranks"]) == 7
+
+
+def test_the_popularity_prior_counts_the_stream_and_is_published(tmp_path):
+    settings = load_trainer_settings(
+        work_dir=tmp_path, n_intents=4, block_size=10, pop_prior=True
+    )
+    loop = TrainerLoop(settings)
+    # Late in the stream every other event is of item "hot".
+    items = [f"i{n % 20}" for n in range(200)] + [
+        "hot" if n % 2 else f"i{n % 20}" for n in range(200)
+    ]
+    records = sequence_records([_ev(f"u{n % 25}", i) for n, i in enumerate(items)])
+    for start in range(0, len(records), 50):
+        chunk = range(start, start + 50)
+        loop.handle([Incoming(0, n, records[n]) for n in chunk])
+    manifest = loop.publish()
+    _, weights, vocab, config = read_model(settings.models_dir / manifest.version)
+    assert config["pop_prior"] is True
+    counts = weights["pop_counts"]
+    hot = vocab.index("hot") + 1
+    assert counts[hot] == counts.max() and counts[hot] > 50
+    assert Recommender.latest(settings.models_dir).recommend(["i1"], k=1)[0][0] == "hot"
