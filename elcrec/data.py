@@ -313,15 +313,21 @@ def _read_table(path: Path, fmt: str) -> Iterator[tuple[int, dict]]:
         # RecBole types each column: "user_id:token".
         header = [h.split(":", 1)[0] for h in header]
     header = [h.strip() for h in header]
+    end = reader.line_num
     for row in reader:
+        # A quoted field may span lines: the row starts after the last one.
+        start, end = end + 1, reader.line_num
         if not row or all(not c.strip() for c in row):
             continue
-        lineno = reader.line_num
         if len(row) != len(header):
-            raise DataError(
-                f"{path}:{lineno}: {len(row)} fields, the header has {len(header)}"
+            where = f"{start}" if start == end else f"{start}-{end}"
+            hint = (
+                "" if start == end else " (an unclosed quote joins the lines after it)"
             )
-        yield lineno, dict(zip(header, row, strict=True))
+            raise DataError(
+                f"{path}:{where}: {len(row)} fields, the header has {len(header)}{hint}"
+            )
+        yield end, dict(zip(header, row, strict=True))
 
 
 def _pick(columns: Iterable[str], wanted: str | None, choices: tuple, what: str, path):
@@ -348,7 +354,8 @@ def _rows_to_interactions(path, rows, user_col, item_col, time_col):
             if user_c is None or item_c is None:
                 raise DataError(
                     f"{path}: cannot find the user and item columns among "
-                    f"{list(row)}; name them with user_col / item_col"
+                    f"{list(row)}; name them with --user-col / --item-col "
+                    "(user_col / item_col in Python)"
                 )
             cols = (user_c, item_c, time_c)
         user_c, item_c, time_c = cols

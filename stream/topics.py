@@ -56,25 +56,42 @@ def default_topics(
     ]
 
 
-def check_reachable(bootstrap_servers: str, timeout_s: float = 5.0) -> None:
+def check_reachable(
+    bootstrap_servers: str, timeout_s: float = 5.0, wait_s: float = 0.0
+) -> None:
     """Fail fast, with one clear error, when no bootstrap address accepts a
     TCP connection (kafka-python would log a warning per retry first).
+
+    ``wait_s``: keep trying, quietly, for this long first (a service started
+    next to a broker that is still starting).
 
     Raises:
         TopicError: none of the comma-separated ``host:port`` addresses answers.
     """
     import socket
 
-    errors = []
-    for address in bootstrap_servers.split(","):
-        host, _, port = address.strip().rpartition(":")
-        host = host.strip("[]")  # an IPv6 literal
-        try:
-            with socket.create_connection((host, int(port)), timeout=timeout_s):
-                return
-        except (OSError, ValueError) as exc:
-            errors.append(f"{address.strip()}: {exc}")
-    raise TopicError(f"cannot reach Kafka at {bootstrap_servers} ({'; '.join(errors)})")
+    deadline = time.monotonic() + wait_s
+    logged = False
+    while True:
+        errors = []
+        for address in bootstrap_servers.split(","):
+            host, _, port = address.strip().rpartition(":")
+            host = host.strip("[]")  # an IPv6 literal
+            try:
+                with socket.create_connection((host, int(port)), timeout=timeout_s):
+                    return
+            except (OSError, ValueError) as exc:
+                errors.append(f"{address.strip()}: {exc}")
+        if time.monotonic() >= deadline:
+            raise TopicError(
+                f"cannot reach Kafka at {bootstrap_servers} ({'; '.join(errors)})"
+            )
+        if not logged:
+            logger.info(
+                "Waiting for Kafka at %s (up to %.0f s)", bootstrap_servers, wait_s
+            )
+            logged = True
+        time.sleep(1.0)
 
 
 def ensure_topics(

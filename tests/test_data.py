@@ -157,3 +157,11 @@ def test_synthetic_stream_is_seeded_and_plants_its_shift():
     assert follow / len(intents) > 0.85
     # The intent mix moves at the shift: the most popular intent loses share.
     assert before.count(0) / len(before) > after.count(0) / len(after) + 0.2
+
+
+def test_an_unclosed_quote_is_reported_where_it_starts(tmp_path):
+    path = tmp_path / "clicks.csv"
+    rows = ["user,item,time", "u1,i1,1", 'u1,"i2,2', "u2,i3,3", "u2,i4,4"]
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"clicks.csv:3-5: .*unclosed quote"):
+        read_interactions(path)

@@ -148,6 +148,7 @@ def test_kafka_run_supervises_the_processes_and_prints_a_summary(tmp_path, boots
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as in a terminal
     )
     try:
         models = work / "trainer" / "models"
@@ -157,11 +158,12 @@ def test_kafka_run_supervises_the_processes_and_prints_a_summary(tmp_path, boots
             what="a published model",
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
+        # Ctrl-C: SIGINT reaches the supervisor and its children at once.
+        os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["mode"] == "kafka" and summary["failed"] is None
+    assert summary["mode"] == "kafka" and summary["failed"] is None, summary
     assert summary["interrupted"] is True
     assert summary["versions_published"] >= 1 and summary["events"] > 0
     assert summary["last_version"] == latest_version(models)
@@ -192,6 +194,28 @@ def test_a_work_dir_that_is_a_file_or_a_bad_setting_fails_before_writing(tmp_pat
     )
     assert done.returncode == 2 and "ELCREC_TRAINER_PRESET" in done.stderr
     assert not work.exists()  # nothing written for a run that cannot start
+
+    # The store's settings are the ingest consumer's, checked the same way.
+    env = dict(os.environ, ELCREC_PUBLISH_INTERVAL_MS="-5")
+    done = subprocess.run(
+        [*ELCREC, "run", "--work-dir", str(work), "--limit", "10"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 2 and "ELCREC_PUBLISH_INTERVAL_MS" in done.stderr
+    assert not work.exists()
+
+    for args, message in [
+        (["--work-dir", str(afile / "sub")], "is a file, not a folder"),
+        (["--work-dir", str(work), "--batch-events", "0"], "--batch-events must be"),
+    ]:
+        done = subprocess.run(
+            [*ELCREC, "run", *args, "--limit", "10"], capture_output=True, text=True
+        )
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert not work.exists()
 
 
 def test_embedded_run_reads_a_table_with_its_own_column_names(tmp_path):

@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from elcrec.consumers.ingest import IngestApp
     from elcrec.consumers.settings import load_ingest_settings
+    from elcrec.stream.topics import check_reachable
 
     fields = (
         "group_id",
@@ -71,6 +72,8 @@ def main(args: argparse.Namespace) -> int:
         "session_timeout_ms",
     )
     settings = load_ingest_settings(**{f: getattr(args, f, None) for f in fields})
+    # One clear error, not a page of client warnings, when Kafka is not there.
+    check_reachable(settings.bootstrap_servers, wait_s=30.0)
     app = IngestApp(settings)
     app.install_signal_handlers()
     app.run()

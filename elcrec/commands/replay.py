@@ -98,6 +98,9 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from exc
     from kafka.errors import KafkaError
 
+    from elcrec.stream.topics import check_reachable
+
+    check_reachable(kafka.bootstrap_servers)
     try:
         stats = replay(
             kafka.bootstrap_servers,

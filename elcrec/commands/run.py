@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from elcrec.exceptions import ConfigError
@@ -78,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.batch_events < 1:
+        raise ConfigError(f"--batch-events must be 1 or more, got {args.batch_events}")
+    check_work_dir(Path(args.work_dir))
     if args.kafka:
         return run_kafka(args)
     summary = run_embedded(args)
@@ -124,6 +128,17 @@ def input_events(args) -> list[dict]:
     return list(iter_events(interactions, options))
 
 
+def check_work_dir(work: Path) -> None:
+    """``--work-dir`` must be a folder, or creatable as one (nothing is created)."""
+    if work.exists() and not work.is_dir():
+        raise ConfigError(f"--work-dir {work} is a file, not a folder")
+    parent = work.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--work-dir {work}: {parent} is a file, not a folder")
+
+
 def check_input(work: Path, args) -> None:
     """A work folder belongs to one input: refuse to resume it on another."""
     identity = {
@@ -150,20 +165,23 @@ def run_embedded(args) -> dict:
     from pydantic import ValidationError
     from tqdm import tqdm
 
+    from elcrec.consumers.settings import load_ingest_settings
     from elcrec.consumers.trainer import Incoming, TrainerLoop, load_trainer_settings
     from elcrec.publish import latest_version
-    from elcrec.state.store import SequenceStore, StoreOptions
+    from elcrec.state.store import SequenceStore
     from elcrec.stream.events import ClickEvent
     from elcrec.stream.events import SequenceUpdate as SequenceRecord
 
     work = Path(args.work_dir)
-    if work.exists() and not work.is_dir():
-        raise ConfigError(f"--work-dir {work} is a file, not a folder")
     # A bad file or setting fails before anything is created.
     events = input_events(args)
+    if not events:
+        logger.warning("No events to learn (an empty input, or --limit 0)")
     settings = load_trainer_settings(
         work_dir=work / "trainer", metrics_port=args.metrics_port
     )
+    # The store's settings are the ingest consumer's (ELCREC_*), validated alike.
+    store_options = load_ingest_settings(state_dir=work / "state").store_options()
     check_input(work, args)
     loop = TrainerLoop(settings)
     server = None
@@ -173,10 +191,11 @@ def run_embedded(args) -> dict:
         work / "state",
         "embedded",
         # Long enough that a batch's every event reaches the trainer.
-        StoreOptions(
+        replace(
+            store_options,
             max_sequence_length=max(
-                StoreOptions().max_sequence_length, args.batch_events + 1
-            )
+                store_options.max_sequence_length, args.batch_events + 1
+            ),
         ),
     )
     part = store.assign(0)
@@ -328,10 +347,18 @@ def run_kafka(args) -> int:
     try:
         while not stopping and failed is None:
             time.sleep(0.5)
+            if stopping:  # a signal came during the sleep
+                break
             for name, proc in procs.items():
                 code = proc.poll()
                 if code is None or (name == "replay" and code == 0):
                     continue
+                if code == 0:
+                    # Ingest and trainer run until stopped: a clean exit is a
+                    # stop (Ctrl-C reaches the whole process group at once).
+                    logger.info("Process stopped, stopping the others name=%s", name)
+                    stopping.append(signal.SIGINT)
+                    break
                 failed = (name, code)
                 logger.error(
                     "Process exited, stopping the others name=%s code=%s", name, code

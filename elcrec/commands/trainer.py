@@ -37,10 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from elcrec.consumers.trainer import TrainerApp, load_trainer_settings
+    from elcrec.stream.topics import check_reachable
 
     settings = load_trainer_settings(
         **{dest: getattr(args, dest) for _, dest, *_ in OPTIONS}
     )
+    # One clear error, not a page of client warnings, when Kafka is not there.
+    check_reachable(settings.bootstrap_servers, wait_s=30.0)
     app = TrainerApp(settings)
     app.install_signal_handlers()
     app.run()
