@@ -904,9 +904,11 @@ class TrainerLoop:
         """Publish what is new, and checkpoint; waits for every write."""
         try:
             self.wait_writes()
+            published = False
             if self.trainer.step not in (0, self._last_publish_step):
-                self.publish()
-            self.checkpoint()
+                published = self.publish() is not None  # checkpoints first
+            if not published:
+                self.checkpoint()
         finally:
             self._writer.shutdown(wait=True)
 

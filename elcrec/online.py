@@ -398,12 +398,13 @@ class OnlineTrainer:
         # -- test: predict each new event from the events before it
         ranks = self._prequential(rows, n_eval)
         self.metrics.update(ranks)
-        new_rows = [
-            i for r, n in zip(rows, n_eval, strict=True) for i in r[len(r) - n :]
-        ]
-        self.model.observe_items(
-            torch.tensor(new_rows, dtype=torch.long, device=self.device)
-        )
+        if self.model.config.pop_prior:  # count the events just predicted
+            new_rows = [
+                i for r, n in zip(rows, n_eval, strict=True) for i in r[len(r) - n :]
+            ]
+            self.model.observe_items(
+                torch.tensor(new_rows, dtype=torch.long, device=self.device)
+            )
         report.ranks.extend(ranks)
         report.events += sum(u.n_new for u in updates)
         self.events_seen += sum(u.n_new for u in updates)
