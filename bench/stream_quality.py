@@ -170,6 +170,10 @@ def main(argv=None) -> int:
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+    model = loop.trainer.model
+    for name in ("pop_weight", "trans_weight"):  # the learned prior weights
+        if hasattr(model, name):
+            out[name] = round(getattr(model, name).item(), 3)
     if args.last:
         out["model_last"] = metrics(model_ranks[-args.last :])
     for name, ranks in base_ranks.items():

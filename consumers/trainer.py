@@ -64,6 +64,7 @@ MODEL_SETTINGS = (
     "seqcl_similarity",
     "item_bias",
     "pop_prior",
+    "trans_prior",
     "pooling",
     "clu_pull",
 )
@@ -170,6 +171,11 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
         None,
         description="add a learned weight times log(1 + the item's recent "
         "event count, half-life 2000 events) to its score",
+    )
+    trans_prior: bool | None = Field(
+        None,
+        description="add a learned weight times log(1 + how often the item came "
+        "right after the sequence's last item) to its score",
     )
     rec_loss: str | None = Field(
         None, pattern="^(bce|ce)$", description="bce (the paper) or ce (full softmax)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -64,6 +65,16 @@ class ELCRecConfig:
     # the item bias learns only over many steps.
     pop_prior: bool = False
     pop_half_life: float = 2000.0
+    # Streaming only: add w * log(1 + m_ab) to item b's score after a sequence
+    # whose last item is a, m_ab the number of times b came right after a in
+    # the stream, w learned. Each item keeps its trans_slots most frequent
+    # successors (Space-Saving counts: a newcomer takes the least counted slot
+    # and its count plus one), so memory is rows * trans_slots whatever the
+    # stream. Kept by the online trainer, published with the weights. Not in
+    # the paper; it remembers exact item pairs at once, which the encoder
+    # learns only over many passes.
+    trans_prior: bool = False
+    trans_slots: int = 32
     # "all": pull every sequence vector towards every center (the paper);
     # "nearest": towards its own nearest center only (k-means' objective)
     clu_pull: str = "all"
@@ -86,7 +97,14 @@ class ELCRecConfig:
                 value = getattr(self, name)
                 raise ValueError(f"ELCRecConfig.{name} must be {rule}, got {value!r}")
 
-        for name in ("n_items", "block_size", "n_embd", "n_head", "n_layer"):
+        for name in (
+            "n_items",
+            "block_size",
+            "n_embd",
+            "n_head",
+            "n_layer",
+            "trans_slots",
+        ):
             value = getattr(self, name)
             check(isinstance(value, int) and value >= 1, name, "an integer >= 1")
         check(
@@ -306,6 +324,11 @@ class ELCRec(nn.Module):
         if config.pop_prior:
             self.register_buffer("pop_counts", torch.zeros(config.n_items + 2))
             self.pop_weight = nn.Parameter(torch.tensor(1.0))
+        if config.trans_prior:
+            shape = (config.n_items + 2, config.trans_slots)
+            self.register_buffer("trans_next", torch.zeros(shape, dtype=torch.long))
+            self.register_buffer("trans_counts", torch.zeros(shape))
+            self.trans_weight = nn.Parameter(torch.tensor(1.0))
 
         self.apply(self._init_weights)
         if config.item_bias:
@@ -487,6 +510,16 @@ class ELCRec(nn.Module):
             if self.config.pop_prior:
                 ids = torch.arange(1, self.n_items + 1, device=logits.device)
                 logits = logits + self.prior(ids)
+            if self.config.trans_prior:
+                # Each pair of the window was counted when it arrived: leave
+                # it out, as it was when it was predicted.
+                counts = self.successor_counts(seqs[real])  # (R, N + 2)
+                rows = torch.arange(len(counts), device=counts.device)
+                t = targets[real]
+                counts[rows, t] = (counts[rows, t] - 1.0).clamp(min=0.0)
+                logits = logits + self.trans_weight * torch.log1p(
+                    counts[:, 1 : self.n_items + 1]
+                )
             return F.cross_entropy(logits, targets[real] - 1)
 
         if negatives is None:
@@ -500,6 +533,12 @@ class ELCRec(nn.Module):
         if self.config.pop_prior:
             pos = pos + self.prior(targets)
             neg = neg + self.prior(negatives)
+        if self.config.trans_prior:  # leave the pair itself out, as in "ce"
+            m_pos = (self.pair_counts(seqs, targets) - 1.0).clamp(min=0.0)
+            pos = pos + self.trans_weight * torch.log1p(m_pos)
+            neg = neg + self.trans_weight * torch.log1p(
+                self.pair_counts(seqs, negatives)
+            )
         # -log sigma(pos) - log(1 - sigma(neg)) = -logsig(pos) - logsig(-neg)
         loss = -(F.logsigmoid(pos) + F.logsigmoid(-neg))
         return (loss * real).sum() / n_real
@@ -585,14 +624,45 @@ class ELCRec(nn.Module):
     # --- inference ---------------------------------------------------------
 
     @torch.no_grad()
-    def score_last(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Next-item logits (B, N + 1) from the last position; column 0 is -inf."""
+    def score_last(self, seqs: torch.Tensor, priors: bool = True) -> torch.Tensor:
+        """Next-item logits (B, N + 1) from the last position; column 0 is -inf.
+
+        ``priors=False`` leaves out the count priors (``pop_prior``,
+        ``trans_prior``), for a caller that adds :meth:`prior_scores` itself.
+        """
         h = self.encode(seqs)[:, -1, :]  # (B, C)
         logits = self.with_bias(h) @ self.tok_emb.weight[: self.n_items + 1].T
-        if self.config.pop_prior:
-            logits += self.prior(torch.arange(self.n_items + 1, device=h.device))
+        if priors and self.has_priors:
+            logits += self.prior_scores(seqs[:, -1])
         logits[:, 0] = float("-inf")
         return logits
+
+    @property
+    def has_priors(self) -> bool:
+        return self.config.pop_prior or self.config.trans_prior
+
+    @torch.no_grad()
+    def prior_scores(self, last: torch.Tensor) -> torch.Tensor:
+        """The count priors' part (B, N + 1) of the scores after sequences
+        whose last items are ``last`` (B,), 0 for an empty sequence."""
+        n = self.n_items + 1
+        out = torch.zeros(len(last), n, device=last.device)
+        if self.config.pop_prior:
+            out += self.prior(torch.arange(n, device=last.device))
+        if self.config.trans_prior:
+            counts = self.successor_counts(last)[:, :n]
+            out += self.trans_weight * torch.log1p(counts)
+        return out
+
+    @torch.no_grad()
+    def observe(self, prev: int, item: int) -> None:
+        """Count one event of row ``item`` right after row ``prev`` (0: the
+        user's first) in the count priors."""
+        if self.config.pop_prior:
+            self.pop_counts.mul_(0.5 ** (1.0 / self.config.pop_half_life))
+            self.pop_counts[item] += 1.0
+        if self.config.trans_prior and prev:
+            self.observe_transitions([(prev, item)])
 
     def prior(self, items: torch.Tensor) -> torch.Tensor:
         """The popularity term of the items' scores (``pop_prior``)."""
@@ -608,6 +678,51 @@ class ELCRec(nn.Module):
         self.pop_counts.index_add_(
             0, items, torch.ones(items.numel(), device=self.pop_counts.device)
         )
+
+    def pair_counts(self, prev: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Counts of "``items`` right after ``prev``" (``trans_prior``), same shape."""
+        slots = self.trans_next[prev]  # (..., M)
+        hit = slots == items.unsqueeze(-1)
+        return (self.trans_counts[prev] * hit).sum(-1)
+
+    def successor_counts(self, prev: torch.Tensor) -> torch.Tensor:
+        """Counts (R, N + 2) of every item right after each of ``prev`` (R,)."""
+        out = self.trans_counts.new_zeros(prev.shape[0], self.n_items + 2)
+        # Empty slots point at the padding column with a zero count.
+        return out.scatter_(1, self.trans_next[prev], self.trans_counts[prev])
+
+    @torch.no_grad()
+    def observe_transitions(self, pairs: list[tuple[int, int]]) -> None:
+        """Count item pairs (a, b), "b right after a", in the successor table
+        (``trans_prior``), in order; Space-Saving when a row is full."""
+        if not self.config.trans_prior or not pairs:
+            return
+        on_cpu = self.trans_next.device.type == "cpu"
+        nxt_t = self.trans_next if on_cpu else self.trans_next.cpu()
+        cnt_t = self.trans_counts if on_cpu else self.trans_counts.cpu()
+        nxt, cnt = nxt_t.numpy(), cnt_t.numpy()
+        for a, b in pairs:
+            slot = np.flatnonzero(nxt[a] == b)
+            if slot.size:
+                cnt[a, slot[0]] += 1.0
+                continue
+            j = int(cnt[a].argmin())  # an empty slot (count 0) first
+            nxt[a, j] = b
+            cnt[a, j] += 1.0
+        if not on_cpu:
+            self.trans_next.copy_(nxt_t)
+            self.trans_counts.copy_(cnt_t)
+
+    @torch.no_grad()
+    def forget_transitions(self, rows: torch.Tensor) -> None:
+        """Drop the pairs from or to item ``rows`` (their ids are reused)."""
+        if not self.config.trans_prior:
+            return
+        self.trans_next[rows] = 0
+        self.trans_counts[rows] = 0.0
+        to_rows = torch.isin(self.trans_next, rows)
+        self.trans_next[to_rows] = 0
+        self.trans_counts[to_rows] = 0.0
 
     def with_bias(self, h: torch.Tensor) -> torch.Tensor:
         """States (..., C) as queries of the item table: with ``item_bias`` a
@@ -687,6 +802,12 @@ class ELCRec(nn.Module):
             counts = self.pop_counts.new_zeros(n_items + 2)
             counts[: old + 1] = self.pop_counts[: old + 1]
             self.pop_counts = counts
+        if self.config.trans_prior:
+            for name in ("trans_next", "trans_counts"):
+                table = getattr(self, name)
+                grown = table.new_zeros(n_items + 2, table.shape[1])
+                grown[: old + 1] = table[: old + 1]  # the spare id has no pairs
+                setattr(self, name, grown)
         self.config = replace(self.config, n_items=n_items)
 
 

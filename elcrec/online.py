@@ -398,13 +398,6 @@ class OnlineTrainer:
         # -- test: predict each new event from the events before it
         ranks = self._prequential(rows, n_eval)
         self.metrics.update(ranks)
-        if self.model.config.pop_prior:  # count the events just predicted
-            new_rows = [
-                i for r, n in zip(rows, n_eval, strict=True) for i in r[len(r) - n :]
-            ]
-            self.model.observe_items(
-                torch.tensor(new_rows, dtype=torch.long, device=self.device)
-            )
         report.ranks.extend(ranks)
         report.events += sum(u.n_new for u in updates)
         self.events_seen += sum(u.n_new for u in updates)
@@ -510,43 +503,68 @@ class OnlineTrainer:
         The model sees the ``block_size`` events before the event; "seen" is
         every item the record carries before it. A user's first event is
         predicted from the empty sequence, as a popularity baseline would.
+        The count priors (``pop_prior``, ``trans_prior``) learn here, event by
+        event in record order: each event is ranked with the counts of the
+        events before it, as the streaming baselines are, while the encoder
+        learns per mini-batch.
         """
-        T = self.block_size
-        prefixes, seens, targets = [], [], []
-        for r, n in zip(rows, n_new, strict=True):
-            for j in range(len(r) - n, len(r)):
-                self._eval_counter += 1
-                if self._eval_counter % self.config.eval_every:
-                    continue
-                prefixes.append(r[max(0, j - T) : j])
-                seens.append(r[:j])
-                targets.append(r[j])
-        if not prefixes:
-            return []
-
-        self.model.eval()
-        n_known = len(self.vocab)
+        events = [  # (row, position of the new event, ranked?)
+            (r, j, self._next_is_ranked())
+            for r, n in zip(rows, n_new, strict=True)
+            for j in range(len(r) - n, len(r))
+        ]
+        model = self.model
+        model.eval()
+        counting = model.has_priors
         ranks: list[int] = []
-        for start in range(0, len(prefixes), 64):
-            end = start + 64
-            seqs = self._pad(prefixes[start:end])  # (b, T)
-            width = max(1, max(len(x) for x in seens[start:end]))
-            seen = torch.zeros(len(seqs), width, dtype=torch.long)
-            for b, x in enumerate(seens[start:end]):
-                if x:
-                    seen[b, : len(x)] = torch.tensor(x, dtype=torch.long)
-            seen = seen.to(self.device)
-            tgt = torch.tensor(targets[start:end], device=self.device)
-            scores = self.model.score_last(seqs)  # (b, N + 1)
-            scores[:, n_known + 1 :] = float("-inf")  # rows not (yet) in use
-            target_score = scores.gather(1, tgt[:, None])  # (b, 1)
-            scores.scatter_(1, seen, float("-inf"))  # seen items (and padding)
-            rank = (scores > target_score).sum(dim=1)
-            # A seen target cannot be recommended: a miss.
-            was_seen = (seen == tgt[:, None]).any(dim=1)
-            rank = torch.where(was_seen, torch.full_like(rank, MISS), rank)
-            ranks.extend(rank.tolist())
+        for start in range(0, len(events), 64):
+            block = events[start : start + 64]
+            ranked = [(r, j) for r, j, rank_it in block if rank_it]
+            priors = []
+            for r, j, rank_it in block:
+                if not counting:
+                    break
+                prev = r[j - 1] if j else 0
+                if rank_it:
+                    last = torch.tensor([prev], device=self.device)
+                    priors.append(model.prior_scores(last)[0])
+                model.observe(prev, r[j])
+            if ranked:
+                ranks.extend(
+                    self._ranks(ranked, torch.stack(priors) if priors else None)
+                )
         return ranks
+
+    def _next_is_ranked(self) -> bool:
+        self._eval_counter += 1
+        return self._eval_counter % self.config.eval_every == 0
+
+    @torch.no_grad()
+    def _ranks(
+        self, events: list[tuple[list[int], int]], priors: torch.Tensor | None
+    ) -> list[int]:
+        """Ranks of the events ``(row, j)``: item ``row[j]`` after ``row[:j]``;
+        ``priors`` (b, N + 1), when given, replaces the model's own count priors."""
+        T = self.block_size
+        seqs = self._pad([r[max(0, j - T) : j] for r, j in events])  # (b, T)
+        width = max(1, max(j for _, j in events))
+        seen = torch.zeros(len(events), width, dtype=torch.long)
+        for b, (r, j) in enumerate(events):
+            if j:
+                seen[b, :j] = torch.tensor(r[:j], dtype=torch.long)
+        seen = seen.to(self.device)
+        tgt = torch.tensor([r[j] for r, j in events], device=self.device)
+        scores = self.model.score_last(seqs, priors=priors is None)  # (b, N + 1)
+        if priors is not None:
+            scores += priors
+        scores[:, len(self.vocab) + 1 :] = float("-inf")  # rows not (yet) in use
+        target_score = scores.gather(1, tgt[:, None])  # (b, 1)
+        scores.scatter_(1, seen, float("-inf"))  # seen items (and padding)
+        rank = (scores > target_score).sum(dim=1)
+        # A seen target cannot be recommended: a miss.
+        was_seen = (seen == tgt[:, None]).any(dim=1)
+        rank = torch.where(was_seen, torch.full_like(rank, MISS), rank)
+        return rank.tolist()
 
     def _replay_sample(self, exclude: set[str]) -> list[list[int]]:
         n = min(self.config.replay_per_step, len(self.replay))
@@ -612,6 +630,7 @@ class OnlineTrainer:
             state["exp_avg_sq"][idx] = 0.0
         if self.model.config.pop_prior:
             self.model.pop_counts[idx] = 0.0
+        self.model.forget_transitions(idx)
 
     def warm_start(self, state_dict: dict, vocab: list[str], config: dict) -> None:
         """Start from a published model: its weights, vocabulary and shape.

@@ -401,3 +401,83 @@ def test_the_popularity_prior_adds_its_decayed_counts_to_scores_and_grows():
     model.grow_items(40)
     assert model.pop_counts.shape == (42,) and model.pop_counts[5] == 2.0
     assert model.pop_counts[31:].sum() == 0
+
+
+def test_the_transition_prior_counts_pairs_in_bounded_rows_and_scores_them():
+    model = make_model(trans_prior=True, trans_slots=2).eval()
+    model.observe_transitions([(3, 4), (3, 4), (3, 9), (5, 6)])
+    assert model.pair_counts(
+        torch.tensor([3, 3, 3, 5]), torch.tensor([4, 9, 6, 6])
+    ).tolist() == [
+        2.0,
+        1.0,
+        0.0,
+        1.0,
+    ]
+    # Row 3 is full: a newcomer takes the least counted slot, its count plus one.
+    model.observe_transitions([(3, 8)])
+    assert sorted(model.trans_next[3].tolist()) == [4, 8]
+    assert model.pair_counts(torch.tensor([3]), torch.tensor([8])).item() == 2.0
+    with torch.no_grad():
+        model.trans_weight.fill_(0.5)
+    seqs = torch.zeros(2, 12, dtype=torch.long)
+    seqs[0, -2:] = torch.tensor([7, 3])  # last item 3
+    seqs[1, -1] = 5  # last item 5
+    scores = model.score_last(seqs)
+    with torch.no_grad():
+        model.trans_weight.zero_()
+    plain = model.score_last(seqs)
+    bonus = (scores - plain)[:, 1:]
+    expected = torch.zeros_like(bonus)
+    expected[0, 3] = expected[0, 7] = 0.5 * math.log(3.0)  # items 4 and 8
+    expected[1, 5] = 0.5 * math.log(2.0)  # item 6
+    torch.testing.assert_close(bonus, expected)
+
+
+@pytest.mark.parametrize("rec_loss", ["bce", "ce"])
+def test_the_transition_prior_leaves_the_trained_pair_out_and_learns_its_weight(
+    rec_loss,
+):
+    model = make_model(
+        trans_prior=True, rec_loss=rec_loss, dropout=0.0, attn_dropout=0.0
+    )
+    seqs = torch.zeros(1, 12, dtype=torch.long)
+    seqs[0, -1] = 3
+    targets = torch.zeros(1, 12, dtype=torch.long)
+    targets[0, -1] = 4
+    negatives = torch.full((1, 12), 9)
+
+    def rec():
+        return model.losses(seqs, targets, negatives=negatives)["rec"]
+
+    rec()  # seeds the centers
+    model.observe_transitions([(3, 4)])  # the pair trained on, counted once
+    torch.manual_seed(0)
+    alone = rec()
+    model.observe_transitions([(3, 4)])  # another user's 3 -> 4
+    torch.manual_seed(0)
+    helped = rec()
+    assert helped < alone  # only the other user's pair raises the target
+    helped.backward()
+    assert model.trans_weight.grad is not None and model.trans_weight.grad < 0
+
+
+def test_the_transition_table_grows_and_forgets_reused_rows():
+    model = make_model(trans_prior=True, trans_slots=3)
+    model.observe_transitions([(3, 4), (4, 3), (5, 3), (5, 6)])
+    model.grow_items(40)
+    assert model.trans_next.shape == (42, 3) and model.trans_counts.shape == (42, 3)
+    assert model.pair_counts(torch.tensor([3, 5]), torch.tensor([4, 6])).tolist() == [
+        1.0,
+        1.0,
+    ]
+    model.forget_transitions(torch.tensor([3]))
+    # pairs from and to item 3 are gone, others stay
+    assert model.pair_counts(
+        torch.tensor([3, 4, 5, 5]), torch.tensor([4, 3, 3, 6])
+    ).tolist() == [
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+    ]

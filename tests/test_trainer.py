@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -446,3 +447,33 @@ def test_the_popularity_prior_counts_the_stream_and_is_published(tmp_path):
     hot = vocab.index("hot") + 1
     assert counts[hot] == counts.max() and counts[hot] > 50
     assert Recommender.latest(settings.models_dir).recommend(["i1"], k=1)[0][0] == "hot"
+
+
+def test_the_transition_prior_counts_the_stream_and_is_published(tmp_path):
+    settings = load_trainer_settings(
+        work_dir=tmp_path, n_intents=4, block_size=10, trans_prior=True
+    )
+    loop = TrainerLoop(settings)
+    # Every user who takes "a" takes "b" next; other items come at random.
+    rng = random.Random(0)
+    events = []
+    for n in range(300):
+        user = f"u{n % 30}"
+        if n % 3 == 0:
+            events += [_ev(user, "a"), _ev(user, "b")]
+        else:
+            events.append(_ev(user, f"i{rng.randrange(40)}"))
+    records = sequence_records(events)
+    for start in range(0, len(records), 50):
+        chunk = range(start, min(start + 50, len(records)))
+        loop.handle([Incoming(0, n, records[n]) for n in chunk])
+    manifest = loop.publish()
+    _, weights, vocab, config = read_model(settings.models_dir / manifest.version)
+    assert config["trans_prior"] is True
+    a, b = vocab.index("a") + 1, vocab.index("b") + 1
+    slots = weights["trans_next"][a].tolist()
+    assert weights["trans_counts"][a][slots.index(b)] == 100.0
+    # a fresh user after "a": "b" first
+    assert (
+        Recommender.latest(settings.models_dir).recommend(["i1", "a"], k=1)[0][0] == "b"
+    )
