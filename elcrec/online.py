@@ -44,6 +44,11 @@ KS = (5, 10, 20)
 MISS = 2**31 - 1
 
 
+# Model options of the count priors, which the trainer keeps as configured
+# over a warm start.
+PRIOR_OPTIONS = ("pop_prior", "pop_half_life", "trans_prior", "trans_slots")
+
+
 @dataclass(frozen=True)
 class OnlineConfig:
     """Options of the streaming trainer (the model's own are in ELCRecConfig).
@@ -635,11 +640,20 @@ class OnlineTrainer:
     def warm_start(self, state_dict: dict, vocab: list[str], config: dict) -> None:
         """Start from a published model: its weights, vocabulary and shape.
 
-        The optimizer starts afresh; the streaming options stay as configured.
+        The optimizer starts afresh; the streaming options stay as configured,
+        the count priors included: a prior the model was published without
+        starts from no counts, one it had but this trainer does not use is
+        dropped.
         """
-        model_config = ELCRecConfig.from_dict(config)
+        mine = self.model.config
+        model_config = replace(
+            ELCRecConfig.from_dict(config),
+            **{name: getattr(mine, name) for name in PRIOR_OPTIONS},
+        )
         self.model = ELCRec(model_config).to(self.device)
-        self.model.load_state_dict(state_dict)
+        own = self.model.state_dict()
+        kept = {k: v for k, v in state_dict.items() if k in own}
+        self.model.load_state_dict({**own, **kept})
         self.optimizer = self._make_optimizer()
         self.vocab.load_state({"ids": list(vocab), "last_seen": [0] * len(vocab)})
         if len(self.vocab) > self.config.vocab_capacity:

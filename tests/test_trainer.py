@@ -477,3 +477,35 @@ def test_the_transition_prior_counts_the_stream_and_is_published(tmp_path):
     assert (
         Recommender.latest(settings.models_dir).recommend(["i1", "a"], k=1)[0][0] == "b"
     )
+
+
+def test_a_warm_start_keeps_the_weights_and_the_configured_count_priors(tmp_path):
+    events = [_ev(f"u{n % 7}", f"i{(n * 5) % 23}") for n in range(120)]
+    records = sequence_records(events)
+    first = load_trainer_settings(
+        work_dir=tmp_path / "a", n_intents=4, block_size=10, pop_prior=True
+    )
+    loop = TrainerLoop(first)
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records)])
+    manifest = loop.publish()
+    published = first.models_dir / manifest.version
+    _, weights, vocab, _ = read_model(published)
+
+    # Started from it with the transition prior and without the popularity one.
+    second = load_trainer_settings(
+        work_dir=tmp_path / "b",
+        n_intents=4,
+        block_size=10,
+        trans_prior=True,
+        warm_start=published,
+    )
+    warm = TrainerLoop(second)
+    model = warm.trainer.model
+    assert model.config.trans_prior and not model.config.pop_prior
+    assert not hasattr(model, "pop_counts")
+    assert torch.equal(model.tok_emb.weight, weights["tok_emb.weight"])
+    assert torch.equal(model.centers, weights["centers"])
+    assert model.trans_counts.sum() == 0
+    assert warm.trainer.vocab.ids == vocab
+    warm.handle([Incoming(0, n, r) for n, r in enumerate(records)])
+    assert model.trans_counts.sum() > 0
