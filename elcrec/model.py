@@ -505,21 +505,7 @@ class ELCRec(nn.Module):
         n_real = real.sum().clamp(min=1)
         if self.config.rec_loss == "ce":
             # full softmax over items 1..N; padding and spare columns excluded
-            items = self.tok_emb.weight[1 : self.n_items + 1]
-            logits = self.with_bias(h[real]) @ items.T  # (R, N)
-            if self.config.pop_prior:
-                ids = torch.arange(1, self.n_items + 1, device=logits.device)
-                logits = logits + self.prior(ids)
-            if self.config.trans_prior:
-                # Each pair of the window was counted when it arrived: leave
-                # it out, as it was when it was predicted.
-                counts = self.successor_counts(seqs[real])  # (R, N + 2)
-                rows = torch.arange(len(counts), device=counts.device)
-                t = targets[real]
-                counts[rows, t] = (counts[rows, t] - 1.0).clamp(min=0.0)
-                logits = logits + self.trans_weight * torch.log1p(
-                    counts[:, 1 : self.n_items + 1]
-                )
+            logits = self._item_logits(h[real], seqs[real], targets[real])
             return F.cross_entropy(logits, targets[real] - 1)
 
         if negatives is None:
@@ -527,21 +513,44 @@ class ELCRec(nn.Module):
             negatives = sample_negatives(
                 seen, T=targets.shape[1], n_items=self.n_items, generator=generator
             )
-        h = self.with_bias(h)
-        pos = (h * self.tok_emb(targets)).sum(-1)  # (B, T)
-        neg = (h * self.tok_emb(negatives)).sum(-1)  # (B, T)
-        if self.config.pop_prior:
-            pos = pos + self.prior(targets)
-            neg = neg + self.prior(negatives)
-        if self.config.trans_prior:  # leave the pair itself out, as in "ce"
-            m_pos = (self.pair_counts(seqs, targets) - 1.0).clamp(min=0.0)
-            pos = pos + self.trans_weight * torch.log1p(m_pos)
-            neg = neg + self.trans_weight * torch.log1p(
-                self.pair_counts(seqs, negatives)
-            )
+        q = self.with_bias(h)
+        pos = (q * self.tok_emb(targets)).sum(-1)  # (B, T)
+        neg = (q * self.tok_emb(negatives)).sum(-1)  # (B, T)
         # -log sigma(pos) - log(1 - sigma(neg)) = -logsig(pos) - logsig(-neg)
         loss = -(F.logsigmoid(pos) + F.logsigmoid(-neg))
-        return (loss * real).sum() / n_real
+        loss = (loss * real).sum() / n_real
+        if not self.has_priors:
+            return loss
+        # The sampled loss would only ever raise the priors' weights (a
+        # uniform negative has next to no counts): they are fitted for
+        # ranking instead, by a softmax over all items of the model's own
+        # scores (held fixed) plus the priors, at each window's last position.
+        last = real[:, -1]
+        logits = self._item_logits(
+            h[:, -1][last], seqs[:, -1][last], targets[:, -1][last], fixed=True
+        )
+        return loss + F.cross_entropy(logits, targets[:, -1][last] - 1)
+
+    def _item_logits(self, h, prev, target, fixed: bool = False) -> torch.Tensor:
+        """Scores (R, N) of items 1..N from states ``h`` (R, C) after items
+        ``prev`` (R,), the count priors included; ``fixed`` holds the encoder's
+        part constant (only the priors' weights learn). The pair ``prev ->
+        target`` is left out of the transition counts: it was counted when it
+        arrived, and was not when it was predicted."""
+        items = self.tok_emb.weight[1 : self.n_items + 1]
+        q = self.with_bias(h)
+        logits = (q.detach() @ items.detach().T) if fixed else q @ items.T
+        if self.config.pop_prior:
+            ids = torch.arange(1, self.n_items + 1, device=logits.device)
+            logits = logits + self.prior(ids)
+        if self.config.trans_prior:
+            counts = self.successor_counts(prev)  # (R, N + 2)
+            rows = torch.arange(len(counts), device=counts.device)
+            counts[rows, target] = (counts[rows, target] - 1.0).clamp(min=0.0)
+            logits = logits + self.trans_weight * torch.log1p(
+                counts[:, 1 : self.n_items + 1]
+            )
+        return logits
 
     def clustering_loss(self, z: torch.Tensor) -> torch.Tensor:
         """L_clu = pull - push on unit vectors z (B, C) and the centers (K, C).
