@@ -65,6 +65,7 @@ MODEL_SETTINGS = (
     "item_bias",
     "pop_prior",
     "trans_prior",
+    "ce_max_rows",
     "pooling",
     "clu_pull",
 )
@@ -179,6 +180,13 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
     )
     rec_loss: str | None = Field(
         None, pattern="^(bce|ce)$", description="bce (the paper) or ce (full softmax)"
+    )
+    ce_max_rows: int | None = Field(
+        1024,
+        ge=0,
+        description="rec_loss=ce: at most this many positions per step in the "
+        "full softmax (every window's last one kept; 0: all), so a step's "
+        "logits stay ce_max_rows x items",
     )
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1...")
 

@@ -54,6 +54,10 @@ class ELCRecConfig:
     prototype: str = "shift"  # "shift" adds the nearest center, "concat" appends it
     # losses
     rec_loss: str = "bce"  # "bce": one sampled negative (the paper); "ce": full softmax
+    # "ce" only: at most this many positions of a batch in the softmax (0: all).
+    # Every window's last position is kept, the others are sampled: the
+    # logits are ce_max_rows x N, bounded whatever the sequences' lengths.
+    ce_max_rows: int = 0
     # A learned bias per item added to its score, kept as one more column of
     # the item table (so it grows and is recycled with the item's row). Not in
     # the paper; in a stream it tracks what is popular now.
@@ -118,6 +122,11 @@ class ELCRecConfig:
         for name in ("crop_ratio", "mask_ratio", "reorder_ratio"):
             check(0.0 <= getattr(self, name) <= 1.0, name, "in [0, 1]")
         check(self.init_std > 0, "init_std", "> 0")
+        check(
+            isinstance(self.ce_max_rows, int) and self.ce_max_rows >= 0,
+            "ce_max_rows",
+            "an integer >= 0",
+        )
         check(self.pop_half_life > 0, "pop_half_life", "> 0")
         check(self.temperature > 0, "temperature", "> 0")
         for name in ("clu_weight", "seqcl_weight", "intentcl_weight"):
@@ -505,8 +514,9 @@ class ELCRec(nn.Module):
         n_real = real.sum().clamp(min=1)
         if self.config.rec_loss == "ce":
             # full softmax over items 1..N; padding and spare columns excluded
-            logits = self._item_logits(h[real], seqs[real], targets[real])
-            return F.cross_entropy(logits, targets[real] - 1)
+            b, t = self._softmax_positions(real, generator)
+            logits = self._item_logits(h[b, t], seqs[b, t], targets[b, t])
+            return F.cross_entropy(logits, targets[b, t] - 1)
 
         if negatives is None:
             seen = torch.cat([seqs, targets], dim=1)  # (B, 2T)
@@ -530,6 +540,18 @@ class ELCRec(nn.Module):
             h[:, -1][last], seqs[:, -1][last], targets[:, -1][last], fixed=True
         )
         return loss + F.cross_entropy(logits, targets[:, -1][last] - 1)
+
+    def _softmax_positions(self, real: torch.Tensor, generator=None):
+        """Row and column indices of the real positions (B, T) in the full
+        softmax: all of them, or ``ce_max_rows`` with every last one kept."""
+        b, t = real.nonzero(as_tuple=True)
+        cap = self.config.ce_max_rows
+        if not cap or len(b) <= cap:
+            return b, t
+        keys = torch.rand(len(b), generator=generator, device=real.device)
+        keys[t == real.shape[1] - 1] = -1.0  # the last positions sort first
+        keep = keys.argsort()[:cap].sort().values
+        return b[keep], t[keep]
 
     def _item_logits(self, h, prev, target, fixed: bool = False) -> torch.Tensor:
         """Scores (R, N) of items 1..N from states ``h`` (R, C) after items

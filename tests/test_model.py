@@ -481,3 +481,17 @@ def test_the_transition_table_grows_and_forgets_reused_rows():
         0.0,
         1.0,
     ]
+
+
+def test_the_full_softmax_takes_at_most_ce_max_rows_positions_last_ones_first():
+    model = make_model(rec_loss="ce", ce_max_rows=5)
+    real = random_batch(4, 12, 30, min_len=3) > 0  # at least 12 real positions
+    g = torch.Generator().manual_seed(1)
+    b, t = model._softmax_positions(real, g)
+    assert len(b) == 5 and real[b, t].all()
+    assert set(b[t == 11].tolist()) == {0, 1, 2, 3}  # every window's last one
+    assert len(set(zip(b.tolist(), t.tolist(), strict=True))) == 5
+    # Without a cap every real position counts; the loss is finite either way.
+    assert len(make_model(rec_loss="ce")._softmax_positions(real)[0]) == real.sum()
+    seqs = random_batch(4, 12, 30, min_len=3)
+    assert torch.isfinite(model.losses(seqs, seqs.roll(-1, dims=1), generator=g)["rec"])
