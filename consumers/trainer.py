@@ -185,8 +185,8 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
         1024,
         ge=0,
         description="rec_loss=ce: at most this many positions per step in the "
-        "full softmax (every window's last one kept; 0: all), so a step's "
-        "logits stay ce_max_rows x items",
+        "full softmax (windows' last positions first; 0: all), so a step's "
+        "logits stay ce_max_rows x items; may change on resume",
     )
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1...")
 
@@ -327,7 +327,9 @@ class TrainerSettings(security_fields("ELCREC_TRAINER_"), BaseSettings):
 def load_trainer_settings(**overrides) -> TrainerSettings:
     from elcrec.settings import load_settings
 
-    return load_settings(TrainerSettings, "trainer", **overrides)
+    return load_settings(
+        TrainerSettings, "trainer", reject_unknown_env=True, **overrides
+    )
 
 
 class TrainerMetrics:
@@ -542,7 +544,18 @@ class TrainerLoop:
         self._last_ckpt_t = time.monotonic()
 
     def _warn_changed_settings(self) -> None:
-        """A checkpoint keeps its model's shape: say which settings it ignores."""
+        """A checkpoint keeps its model's shape: say which settings it ignores.
+
+        Settings of the loss only (``elcrec.online.LOSS_OPTIONS``) take effect."""
+        from elcrec.online import LOSS_OPTIONS
+
+        self.trainer.set_loss_options(
+            {
+                key: getattr(self.settings, key)
+                for key in LOSS_OPTIONS
+                if key in MODEL_SETTINGS and getattr(self.settings, key) is not None
+            }
+        )
         config = self.trainer.model.config
         changed = {
             key: (getattr(config, key), getattr(self.settings, key))
@@ -592,7 +605,7 @@ class TrainerLoop:
         trainer = OnlineTrainer(model_config, self._online_config(), s.device)
         if s.warm_start is not None:
             manifest, state_dict, vocab, config = read_model(s.warm_start)
-            trainer.warm_start(state_dict, vocab, config)
+            trainer.warm_start(state_dict, vocab, config, overrides)
             logger.info(
                 "Warm start from model path=%s version=%s items=%d",
                 s.warm_start,

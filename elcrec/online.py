@@ -47,6 +47,16 @@ MISS = 2**31 - 1
 # Model options of the count priors, which the trainer keeps as configured
 # over a warm start.
 PRIOR_OPTIONS = ("pop_prior", "pop_half_life", "trans_prior", "trans_slots")
+# Model options of the loss only (no weight depends on them): a warm start and
+# a resumed checkpoint take the ones configured.
+LOSS_OPTIONS = (
+    "rec_loss",
+    "ce_max_rows",
+    "clu_weight",
+    "clu_pull",
+    "seqcl_similarity",
+    "pooling",
+)
 
 
 @dataclass(frozen=True)
@@ -637,18 +647,26 @@ class OnlineTrainer:
             self.model.pop_counts[idx] = 0.0
         self.model.forget_transitions(idx)
 
-    def warm_start(self, state_dict: dict, vocab: list[str], config: dict) -> None:
+    def warm_start(
+        self,
+        state_dict: dict,
+        vocab: list[str],
+        config: dict,
+        overrides: dict | None = None,
+    ) -> None:
         """Start from a published model: its weights, vocabulary and shape.
 
         The optimizer starts afresh; the streaming options stay as configured,
         the count priors included: a prior the model was published without
         starts from no counts, one it had but this trainer does not use is
-        dropped.
+        dropped. ``overrides`` (model options set for this trainer) replace the
+        published model's :data:`LOSS_OPTIONS`.
         """
         mine = self.model.config
         model_config = replace(
             ELCRecConfig.from_dict(config),
             **{name: getattr(mine, name) for name in PRIOR_OPTIONS},
+            **{k: v for k, v in (overrides or {}).items() if k in LOSS_OPTIONS},
         )
         self.model = ELCRec(model_config).to(self.device)
         own = self.model.state_dict()
@@ -661,6 +679,14 @@ class OnlineTrainer:
                 f"the warm-start model has {len(vocab)} items, more than "
                 f"vocab_capacity={self.config.vocab_capacity}"
             )
+
+    def set_loss_options(self, options: dict) -> None:
+        """Change model options of the loss only (:data:`LOSS_OPTIONS`)."""
+        unknown = set(options) - set(LOSS_OPTIONS)
+        if unknown:
+            raise ValueError(f"not loss options: {sorted(unknown)}")
+        if options:
+            self.model.config = replace(self.model.config, **options)
 
     # --- state -----------------------------------------------------------------
 

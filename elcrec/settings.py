@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 from typing import Any, TypeVar
 
 from pydantic import AliasChoices, ValidationError
@@ -12,13 +14,20 @@ from elcrec.exceptions import ConfigError
 S = TypeVar("S", bound=BaseSettings)
 
 
-def load_settings(cls: type[S], what: str, **overrides: Any) -> S:
+def load_settings(
+    cls: type[S], what: str, reject_unknown_env: bool = False, **overrides: Any
+) -> S:
     """Read the environment, apply ``overrides`` (None values skipped), validate.
+
+    ``reject_unknown_env``: a variable with the class's prefix that names no
+    field (a misspelling would otherwise be ignored) is an error.
 
     Raises:
         ConfigError: one clause per bad field, each naming the field and, where
             the class reads the environment, its variable.
     """
+    if reject_unknown_env:
+        _check_env_names(cls, what)
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return cls(**given)
@@ -29,6 +38,22 @@ def load_settings(cls: type[S], what: str, **overrides: Any) -> S:
             f"invalid {what} settings: {exc} (list and set values are JSON, "
             'e.g. ["click", "purchase"])'
         ) from None
+
+
+def _check_env_names(cls: type[BaseSettings], what: str) -> None:
+    prefix = (cls.model_config.get("env_prefix") or "").upper()
+    known = {n for name in cls.model_fields for n in env_names(cls, name)}
+    unknown = sorted(
+        k for k in os.environ if k.upper().startswith(prefix) and k.upper() not in known
+    )
+    if prefix and unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key.upper(), known, n=1)
+            hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+        raise ConfigError(
+            f"invalid {what} settings: unknown variable(s) {', '.join(hints)}"
+        )
 
 
 def env_names(cls: type[BaseSettings], name: str) -> list[str]:

@@ -234,3 +234,14 @@ def test_health_without_a_role_or_port_is_unhealthy_and_says_why(clean_env, caps
     assert "set ELCREC_METRICS_PORT" in capsys.readouterr().err
     clean_env.setenv("ELCREC_ROLE", "nobody")
     assert cli_main(["health"]) == 1  # Docker reads 1 as unhealthy; never 2
+
+
+def test_a_misspelt_trainer_variable_fails_with_a_hint(clean_env):
+    clean_env.setenv("ELCREC_TRAINER_POP_PRIORS", "true")
+    with pytest.raises(
+        ConfigError, match="ELCREC_TRAINER_POP_PRIORS.*ELCREC_TRAINER_POP_PRIOR"
+    ):
+        load_trainer_settings()
+    clean_env.delenv("ELCREC_TRAINER_POP_PRIORS")
+    clean_env.setenv("ELCREC_TRAINER_POP_PRIOR", "true")
+    assert load_trainer_settings().pop_prior is True

@@ -250,3 +250,15 @@ def test_kafka_run_without_a_broker_fails_at_once_with_one_error(tmp_path):
     assert done.returncode == 2
     assert f"cannot reach Kafka at 127.0.0.1:{port}" in done.stderr
     assert len(done.stderr.strip().splitlines()) <= 2, done.stderr
+
+
+def test_a_run_that_cannot_train_says_why(tmp_path):
+    table = tmp_path / "firsts.csv"  # every user's first and only event
+    rows = [f"u{n},i{n % 30},{1_700_000_000 + n}" for n in range(300)]
+    table.write_text("user,item,time\n" + "\n".join(rows) + "\n")
+    done = run(
+        "run", "--data", str(table), "--no-progress", "--work-dir", str(tmp_path / "w")
+    )
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 0 and summary["last_version"] is None
+    assert "No training step and no model" in done.stderr

@@ -497,11 +497,15 @@ def test_a_warm_start_keeps_the_weights_and_the_configured_count_priors(tmp_path
         n_intents=4,
         block_size=10,
         trans_prior=True,
+        rec_loss="ce",
+        ce_max_rows=256,
         warm_start=published,
     )
     warm = TrainerLoop(second)
     model = warm.trainer.model
     assert model.config.trans_prior and not model.config.pop_prior
+    # loss settings are this trainer's too
+    assert model.config.rec_loss == "ce" and model.config.ce_max_rows == 256
     assert not hasattr(model, "pop_counts")
     assert torch.equal(model.tok_emb.weight, weights["tok_emb.weight"])
     assert torch.equal(model.centers, weights["centers"])
@@ -509,3 +513,21 @@ def test_a_warm_start_keeps_the_weights_and_the_configured_count_priors(tmp_path
     assert warm.trainer.vocab.ids == vocab
     warm.handle([Incoming(0, n, r) for n, r in enumerate(records)])
     assert model.trans_counts.sum() > 0
+
+
+def test_a_resumed_trainer_takes_new_loss_settings_and_keeps_its_shape(tmp_path):
+    records = sequence_records([_ev(f"u{n % 5}", f"i{n % 11}") for n in range(60)])
+    first = load_trainer_settings(
+        work_dir=tmp_path, n_intents=4, block_size=10, rec_loss="ce"
+    )
+    loop = TrainerLoop(first)
+    loop.handle([Incoming(0, n, r) for n, r in enumerate(records)])
+    loop.checkpoint()
+    again = TrainerLoop(
+        load_trainer_settings(
+            work_dir=tmp_path, n_intents=8, block_size=10, ce_max_rows=64
+        )
+    )
+    config = again.trainer.model.config
+    assert config.ce_max_rows == 64 and config.rec_loss == "ce"
+    assert config.n_intents == 4  # the shape is the checkpoint's

@@ -281,6 +281,12 @@ def run_embedded(args) -> dict:
             server.shutdown()
 
     summary = loop.summary()
+    if events and summary.get("steps") == 0:
+        logger.warning(
+            "No training step and no model: no user had a second event yet "
+            "(a file without times orders events by position in each line, so "
+            "its first events are every user's first item); use a larger --limit"
+        )
     summary.update(
         last_version=latest_version(settings.models_dir),
         interrupted=bool(stop) or interrupted,
