@@ -511,6 +511,7 @@ class TrainerLoop:
                 self.trainer.events_seen,
                 self.offsets,
             )
+            self._apply_loss_settings()
             self._warn_changed_settings()
             changed = self.trainer.reconfigure(self._online_config())
             if changed:
@@ -543,19 +544,21 @@ class TrainerLoop:
         self._last_ckpt_step = self.trainer.step
         self._last_ckpt_t = time.monotonic()
 
-    def _warn_changed_settings(self) -> None:
-        """A checkpoint keeps its model's shape: say which settings it ignores.
-
-        Settings of the loss only (``elcrec.online.LOSS_OPTIONS``) take effect."""
+    def _apply_loss_settings(self) -> None:
+        """A resumed model takes the loss settings given (``LOSS_OPTIONS``):
+        no weight depends on them."""
         from elcrec.online import LOSS_OPTIONS
 
         self.trainer.set_loss_options(
             {
                 key: getattr(self.settings, key)
                 for key in LOSS_OPTIONS
-                if key in MODEL_SETTINGS and getattr(self.settings, key) is not None
+                if getattr(self.settings, key) is not None
             }
         )
+
+    def _warn_changed_settings(self) -> None:
+        """A checkpoint keeps its model's shape: say which settings it ignores."""
         config = self.trainer.model.config
         changed = {
             key: (getattr(config, key), getattr(self.settings, key))

@@ -690,8 +690,7 @@ class ELCRec(nn.Module):
         """Count one event of row ``item`` right after row ``prev`` (0: the
         user's first) in the count priors."""
         if self.config.pop_prior:
-            self.pop_counts.mul_(0.5 ** (1.0 / self.config.pop_half_life))
-            self.pop_counts[item] += 1.0
+            self.observe_items(torch.tensor([item], device=self.pop_counts.device))
         if self.config.trans_prior and prev:
             self.observe_transitions([(prev, item)])
 
@@ -745,8 +744,11 @@ class ELCRec(nn.Module):
             self.trans_counts.copy_(cnt_t)
 
     @torch.no_grad()
-    def forget_transitions(self, rows: torch.Tensor) -> None:
-        """Drop the pairs from or to item ``rows`` (their ids are reused)."""
+    def forget_counts(self, rows: torch.Tensor) -> None:
+        """Drop the count priors' counts of item ``rows`` (their ids are
+        reused): their events, and the pairs from or to them."""
+        if self.config.pop_prior:
+            self.pop_counts[rows] = 0.0
         if not self.config.trans_prior:
             return
         self.trans_next[rows] = 0

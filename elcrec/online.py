@@ -643,9 +643,7 @@ class OnlineTrainer:
         if state:
             state["exp_avg"][idx] = 0.0
             state["exp_avg_sq"][idx] = 0.0
-        if self.model.config.pop_prior:
-            self.model.pop_counts[idx] = 0.0
-        self.model.forget_transitions(idx)
+        self.model.forget_counts(idx)
 
     def warm_start(
         self,

@@ -471,7 +471,7 @@ def test_the_transition_table_grows_and_forgets_reused_rows():
         1.0,
         1.0,
     ]
-    model.forget_transitions(torch.tensor([3]))
+    model.forget_counts(torch.tensor([3]))
     # pairs from and to item 3 are gone, others stay
     assert model.pair_counts(
         torch.tensor([3, 4, 5, 5]), torch.tensor([4, 3, 3, 6])
